@@ -1,0 +1,1 @@
+"""fleetopt-milp."""
