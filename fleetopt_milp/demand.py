@@ -1,0 +1,280 @@
+"""What each pool must serve: exact service-time moments for any split of a workload.
+
+MODEL.md sections 2-4. A request of ``L = L_in + L_out`` tokens in a pool of window ``C``
+holds one KV slot for ``S = a (W + h_C L)`` seconds, where ``a = ceil(L_in / chunk) + L_out``
+iterations and ``h_C = H slots(C) / C_cal`` (the full-batch iteration time). So every
+moment of ``S`` over a range of lengths is a combination of six prefix sums over the
+workload's classes (``p, p a, p a L, p a^2, p a^2 L, p a^2 L^2``), exact and O(1) per range.
+
+Compress-and-Route (MODEL.md section 4): a request with ``B < L <= gamma B`` whose output
+fits (``L_out < B``) is compressible; a share ``p_c`` of those is cut to ``L' = B`` (input
+trimmed to ``B - L_out``) and served by the pool of window ``B``, with ``a' =
+ceil((B - L_out) / chunk) + L_out``. The pool above loses exactly those requests.
+
+All sums here are *unnormalised* (fractions of all requests), so pool loads add and
+subtract; :func:`pool_load` turns them into a :class:`~fleetopt_milp.queueing.PoolLoad`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .hardware import Profile
+from .queueing import PoolLoad
+from .workload import Workload
+
+__all__ = ["Moments", "MomentTable", "pool_load"]
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Unnormalised service moments of a set of requests (arrays over candidates).
+
+    mass: share of all requests; s1 = sum p S (s); s2 = sum p S^2 (s^2);
+    floor_mass: share of all requests at each TTFT floor of :attr:`MomentTable.floor_s`.
+    """
+
+    mass: np.ndarray
+    s1: np.ndarray
+    s2: np.ndarray
+    floor_mass: np.ndarray
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(self.mass + other.mass, self.s1 + other.s1, self.s2 + other.s2,
+                       self.floor_mass + other.floor_mass)
+
+    def __sub__(self, other: Moments) -> Moments:
+        return Moments(self.mass - other.mass, self.s1 - other.s1, self.s2 - other.s2,
+                       self.floor_mass - other.floor_mass)
+
+    def scaled(self, factor) -> Moments:
+        f = np.asarray(factor, float)
+        return Moments(self.mass * f, self.s1 * f, self.s2 * f,
+                       self.floor_mass * np.reshape(f, np.shape(f) + (1,) * (self.floor_mass.ndim - np.ndim(f))))
+
+
+def _ceil_div(x: np.ndarray, d: int) -> np.ndarray:
+    return -(-x // d)
+
+
+class MomentTable:
+    """Prefix sums of a workload under one profile, queried at a fixed set of cut points.
+
+    Build once per (workload, profile, candidate boundaries, gamma values); every query
+    afterwards is O(number of candidates). ``cuts_tokens`` must contain every length at
+    which a queried range starts or ends (boundaries, ``gamma * B`` band ends, windows).
+    ``compression_latency_s`` is added to the TTFT floor of compressed requests.
+    """
+
+    def __init__(self, workload: Workload, profile: Profile, boundaries_tokens, gammas,
+                 long_context_tokens: int, compression_latency_s: float = 0.0):
+        self.workload = workload
+        self.profile = profile
+        self.compression_latency_s = float(compression_latency_s)
+        b = np.unique(np.asarray(boundaries_tokens, dtype=np.int64))
+        g = np.unique(np.asarray(gammas, dtype=float))
+        self.boundaries_tokens = b
+        self.gammas = g
+        self.long_context_tokens = int(long_context_tokens)
+        band_ends = np.floor(np.outer(b, g) + 1e-9).astype(np.int64)
+        self.band_end_tokens = band_ends  # (nB, nG): floor(gamma B)
+        cuts = np.unique(np.concatenate([[0, self.long_context_tokens], b, band_ends.ravel()]))
+        self.cuts_tokens = cuts
+        self._cut_slots = np.array([profile.slots(int(x)) if x > 0 else 0 for x in cuts],
+                                   dtype=np.int64)
+
+        lin = workload.input_tokens.astype(np.int64)
+        lout = workload.output_tokens.astype(np.int64)
+        ltot = (lin + lout).astype(float)
+        p = workload.weights.astype(float)
+        chunk = profile.chunk_tokens
+        k = _ceil_div(lin, chunk)
+        a = (k + lout).astype(float)
+        self._tau_s = float(profile.iter_time_s(1, profile.calib_tokens))
+        kmax = int(max(k.max(), _ceil_div(np.int64(self.long_context_tokens), chunk)))
+        self.kmax = kmax
+        levels = np.arange(kmax + 1) * self._tau_s
+        # Floor grid: uncompressed prefill levels, then the same shifted by compression latency.
+        self.floor_s = np.concatenate([levels, levels + self.compression_latency_s])
+
+        # Segment of each class between consecutive cuts: class with L in (cuts[j-1], cuts[j]]
+        # has seg = j; prefix at cut j = sum over classes with seg <= j.
+        seg = np.searchsorted(cuts, ltot, side="left")
+        nseg = cuts.size + 1
+        feats = np.stack([p, p * a, p * a * ltot, p * a * a, p * a * a * ltot,
+                          p * a * a * ltot * ltot])
+        sums = np.zeros((6, nseg))
+        for i in range(6):
+            sums[i] = np.bincount(seg, weights=feats[i], minlength=nseg)
+        self._prefix = np.cumsum(sums, axis=1)[:, : cuts.size]  # (6, ncuts): L <= cuts[j]
+        fl = np.bincount(seg * (2 * kmax + 2) + k, weights=p, minlength=nseg * (2 * kmax + 2))
+        self._floor_prefix = np.cumsum(fl.reshape(nseg, 2 * kmax + 2), axis=0)[: cuts.size]
+        self._beyond = float(np.sum(p[ltot > self.long_context_tokens]))
+
+        # Compressed bands, per boundary B: compressible requests in (B, gamma B].
+        # Uncompressed sums come from the global prefix (band ends are cuts), less the rare
+        # requests whose output alone reaches B; compressed sums need one pass per B.
+        nB, nG = band_ends.shape
+        nf = 2 * kmax + 2
+        ib = np.searchsorted(cuts, b)
+        ie = np.searchsorted(cuts, band_ends)
+        self._band_plain = (self._prefix[:, ie] - self._prefix[:, ib][:, :, None]).transpose(1, 2, 0)
+        self._band_plain_floor = self._floor_prefix[ie] - self._floor_prefix[ib][:, None, :]
+        self._band_comp = np.zeros((nB, nG, 3))  # sum p, sum p a', sum p a'^2
+        self._band_comp_floor = np.zeros((nB, nG, nf))
+        starts = np.searchsorted(ltot, b, side="right")
+        stops = np.searchsorted(ltot, band_ends[:, -1], side="right")
+        for i, bb in enumerate(b):
+            lo, hi = starts[i], stops[i]
+            if hi <= lo:
+                continue
+            lt, lo_out, pp = ltot[lo:hi], lout[lo:hi], p[lo:hi]
+            gseg = np.searchsorted(band_ends[i], lt, side="left")  # L <= floor(gamma_g B)
+            bad = lo_out >= bb
+            if np.any(bad):  # output alone fills the window: not compressible
+                for j in range(6):
+                    self._band_plain[i, :, j] -= np.cumsum(
+                        np.bincount(gseg[bad], weights=feats[j, lo:hi][bad], minlength=nG))
+                self._band_plain_floor[i] -= np.cumsum(np.bincount(
+                    gseg[bad] * nf + k[lo:hi][bad], weights=pp[bad], minlength=nG * nf
+                ).reshape(nG, nf), axis=0)
+                keep = ~bad
+                lt, lo_out, pp, gseg = lt[keep], lo_out[keep], pp[keep], gseg[keep]
+            kc = _ceil_div(bb - lo_out, chunk)
+            ac = (kc + lo_out).astype(float)
+            pa = pp * ac
+            cs = np.cumsum(np.stack([pp, pa, pa * ac], 1), axis=0)
+            pos = np.searchsorted(lt, band_ends[i], side="right")
+            self._band_comp[i] = np.where(pos[:, None] > 0, cs[np.maximum(pos - 1, 0)], 0.0)
+            self._band_comp_floor[i] = np.cumsum(np.bincount(
+                gseg * nf + (kmax + 1) + kc, weights=pp, minlength=nG * nf).reshape(nG, nf),
+                axis=0)
+
+    # -- helpers -------------------------------------------------------------------------
+    @property
+    def share_beyond_long_context(self) -> float:
+        """Share of requests longer than the long-context window (they fit no pool)."""
+        return self._beyond
+
+    def slots(self, window_tokens) -> np.ndarray:
+        """KV slots per instance at each window (vectorised :meth:`Profile.slots`)."""
+        w = np.atleast_1d(np.asarray(window_tokens, dtype=np.int64))
+        idx = np.minimum(np.searchsorted(self.cuts_tokens, w), self.cuts_tokens.size - 1)
+        if np.all(self.cuts_tokens[idx] == w):
+            return self._cut_slots[idx]
+        uniq, inv = np.unique(w, return_inverse=True)
+        per = np.array([self.profile.slots(int(x)) for x in uniq], dtype=np.int64)
+        return per[inv].reshape(w.shape)
+
+    def _h_s(self, window_tokens) -> np.ndarray:
+        """Full-batch per-token iteration cost ``h_C = H slots(C) / C_cal`` in seconds/token."""
+        return self.profile.h_ms * 1e-3 * self.slots(window_tokens) / self.profile.calib_tokens
+
+    def _cut_index(self, tokens) -> np.ndarray:
+        t = np.atleast_1d(np.asarray(tokens, dtype=np.int64))
+        idx = np.searchsorted(self.cuts_tokens, t)
+        if np.any(idx >= self.cuts_tokens.size) or np.any(self.cuts_tokens[np.minimum(
+                idx, self.cuts_tokens.size - 1)] != t):
+            raise ValueError(f"lengths {t} are not cut points of this MomentTable")
+        return idx
+
+    def _gamma_index(self, gamma) -> np.ndarray:
+        g = np.atleast_1d(np.asarray(gamma, dtype=float))
+        idx = np.searchsorted(self.gammas, g - 1e-9)
+        if np.any(idx >= self.gammas.size) or np.any(np.abs(self.gammas[np.minimum(
+                idx, self.gammas.size - 1)] - g) > 1e-9):
+            raise ValueError(f"gamma {g} not among this MomentTable's gammas {self.gammas}")
+        return idx
+
+    def _boundary_index(self, b) -> np.ndarray:
+        t = np.atleast_1d(np.asarray(b, dtype=np.int64))
+        idx = np.searchsorted(self.boundaries_tokens, t)
+        if np.any(idx >= self.boundaries_tokens.size) or np.any(self.boundaries_tokens[np.minimum(
+                idx, self.boundaries_tokens.size - 1)] != t):
+            raise ValueError(f"boundaries {t} not among this MomentTable's boundaries")
+        return idx
+
+    def _combine(self, raw: np.ndarray, h: np.ndarray, floor: np.ndarray) -> Moments:
+        """Moments from the six raw sums (last axis) at per-token cost ``h`` (s/token)."""
+        w = self.profile.w_ms * 1e-3
+        mass, pa, paL, pa2, pa2L, pa2L2 = (raw[..., i] for i in range(6))
+        s1 = w * pa + h * paL
+        s2 = w * w * pa2 + 2.0 * w * h * pa2L + h * h * pa2L2
+        return Moments(mass, s1, s2, floor)
+
+    # -- queries ---------------------------------------------------------------------------
+    def plain(self, lo_tokens, hi_tokens, window_tokens) -> Moments:
+        """Requests with ``lo < L <= hi``, uncompressed, served at window ``window_tokens``."""
+        i = self._cut_index(lo_tokens)
+        j = self._cut_index(hi_tokens)
+        raw = (self._prefix[:, j] - self._prefix[:, i]).T
+        floor = self._floor_prefix[j] - self._floor_prefix[i]
+        return self._combine(raw, self._h_s(window_tokens), floor)
+
+    def band_plain(self, b_tokens, gamma, window_tokens) -> Moments:
+        """Compressible requests in ``(B, gamma B]`` as they are (uncompressed) at a window."""
+        i = self._boundary_index(b_tokens)
+        g = self._gamma_index(gamma)
+        return self._combine(self._band_plain[i, g], self._h_s(window_tokens),
+                             self._band_plain_floor[i, g])
+
+    def band_compressed(self, b_tokens, gamma) -> Moments:
+        """Compressible requests in ``(B, gamma B]`` cut to ``B`` tokens, at window ``B``."""
+        i = self._boundary_index(b_tokens)
+        g = self._gamma_index(gamma)
+        bb = self.boundaries_tokens[i].astype(float)
+        t_iter = self.profile.w_ms * 1e-3 + self._h_s(self.boundaries_tokens[i]) * bb
+        raw = self._band_comp[i, g]
+        return Moments(raw[:, 0], t_iter * raw[:, 1], t_iter * t_iter * raw[:, 2],
+                       self._band_comp_floor[i, g])
+
+    def pools(self, windows_tokens, gammas, compressible_share: float) -> list[Moments]:
+        """Moments of ``K`` ordered pools for candidate routings (arrays over candidates).
+
+        ``windows_tokens``: ``(n, K)`` ascending windows, the last the long context.
+        ``gammas``: ``(n, K-1)`` band ratio at each boundary (1 = no compression).
+        Pool ``k`` serves ``(W_{k-1}, W_k]`` less the share ``p_c`` of compressible requests
+        compressed down from its bottom band, plus those compressed into it from the band
+        above its window (MODEL.md section 4). A band may not reach past the next window
+        (``floor(gamma_k W_k) <= W_{k+1}``).
+        """
+        w = np.atleast_2d(np.asarray(windows_tokens, dtype=np.int64))
+        gm = np.atleast_2d(np.asarray(gammas, dtype=float)).reshape(w.shape[0], -1)
+        if w.shape[1] > 1:
+            ends = np.floor(w[:, :-1] * gm + 1e-9)
+            if np.any(ends > w[:, 1:]) or np.any(np.diff(w, axis=1) <= 0):
+                raise ValueError("windows must ascend and each band end gamma*W_k stay <= W_{k+1}")
+        pc = float(compressible_share)
+        out = []
+        k_pools = w.shape[1]
+        zero = np.zeros(w.shape[0], dtype=np.int64)
+        for k in range(k_pools):
+            lo = zero if k == 0 else w[:, k - 1]
+            m = self.plain(lo, w[:, k], w[:, k])
+            if k > 0 and pc > 0:
+                m = m - self.band_plain(w[:, k - 1], gm[:, k - 1], w[:, k]).scaled(pc)
+            if k < k_pools - 1 and pc > 0:
+                m = m + self.band_compressed(w[:, k], gm[:, k]).scaled(pc)
+            out.append(m)
+        return out
+
+
+def pool_load(moments: Moments, table: MomentTable, window_tokens, rate_rps: float) -> PoolLoad:
+    """The :class:`PoolLoad` of pools with these moments at total arrival rate ``rate_rps``.
+
+    ``E[S] = s1 / mass``, ``cs2 = s2 mass / s1^2 - 1`` (MODEL.md section 3); floor shares
+    normalised to the pool's own requests.
+    """
+    mass = np.atleast_1d(moments.mass).astype(float)
+    safe = np.where(mass > 1e-15, mass, 1.0)
+    es = np.where(mass > 1e-15, np.atleast_1d(moments.s1) / safe, 1.0)
+    cs2 = np.where(mass > 1e-15, np.atleast_1d(moments.s2) * safe / np.maximum(
+        np.atleast_1d(moments.s1) ** 2, 1e-300) - 1.0, 0.0)
+    cs2 = np.maximum(cs2, 0.0)
+    fp = np.atleast_2d(moments.floor_mass) / safe[:, None]
+    fp = np.where(mass[:, None] > 1e-15, fp, 0.0)
+    slots = np.broadcast_to(table.slots(window_tokens), mass.shape)
+    rate = np.where(mass > 1e-15, rate_rps * mass, 0.0)
+    return PoolLoad(rate, es, cs2, slots, table.floor_s, fp)

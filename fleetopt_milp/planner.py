@@ -1,0 +1,354 @@
+"""The analytical FleetOpt planner: the cheapest two-pool fleet with Compress-and-Route.
+
+MODEL.md section 4. For a workload, an arrival rate, a TTFT SLO and one serving profile,
+the planner evaluates every candidate boundary ``B`` (CDF breakpoints plus a grid) jointly
+with every ``gamma`` of a grid, sizes both pools with the exact queueing model
+(:func:`~fleetopt_milp.queueing.min_instances`) and returns the cheapest, together with
+the baselines: homogeneous (one pool at the long window), pool routing (best ``B`` at
+``gamma = 1``) and retrofit (C&R added at pool routing's ``B``).
+
+The search is vectorised: one :class:`~fleetopt_milp.demand.MomentTable` gives the exact
+moments of every candidate pool, and one vectorised ``min_instances`` call sizes them all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .demand import MomentTable, pool_load
+from .errors import FleetOptError, InfeasibleError
+from .hardware import Profile
+from .plan import Allocation, FleetSummary, Plan, PoolPlan
+from .queueing import (
+    PoolLoad,
+    min_instances,
+    ttft_miss_probability,
+    ttft_quantile_s,
+    wait_quantile_s,
+)
+from .workload import Workload
+
+__all__ = ["Scenario", "default_boundaries", "gamma_grid", "plan", "plan_candidates",
+           "size_pools", "PlanningTables"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One planning question (MODEL.md sections 3-4).
+
+    rate_rps: total arrival rate (requests/s, Poisson for planning).
+    slo_ms / percentile: the TTFT SLO, e.g. P99 TTFT <= 500 ms.
+    long_context_tokens: window of the long pool (and of the homogeneous baseline).
+    gamma_max / gamma_steps: the C&R band ratios searched, ``linspace(1, gamma_max, steps)``.
+    compressible_share: ``p_c``, the share of band requests that compress safely.
+    rho_max: utilization cap of every pool.
+    compression_latency_ms: added to the TTFT of compressed requests.
+    paper_compat: the paper's rule (P99 wait + mean prefill) and 80/20 length split.
+    boundaries_tokens: candidate boundaries; ``None`` = :func:`default_boundaries`.
+    """
+
+    workload: Workload
+    profile: Profile
+    rate_rps: float
+    slo_ms: float
+    percentile: float = 99.0
+    long_context_tokens: int = 65536
+    gamma_max: float = 2.0
+    gamma_steps: int = 11
+    compressible_share: float = 0.75
+    rho_max: float = 0.85
+    compression_latency_ms: float = 0.0
+    paper_compat: bool = False
+    boundaries_tokens: tuple[int, ...] | None = None
+
+    def validated(self) -> Scenario:
+        """Check every field; raise :class:`FleetOptError` naming the field and the fix."""
+        if not np.isfinite(self.rate_rps) or self.rate_rps <= 0:
+            raise FleetOptError(f"rate_rps={self.rate_rps}: the arrival rate must be a positive "
+                                "number of requests per second (--rate)")
+        if not np.isfinite(self.slo_ms) or self.slo_ms <= 0:
+            raise FleetOptError(f"slo_ms={self.slo_ms}: the TTFT SLO must be positive (--slo-ms)")
+        if not 50 <= self.percentile < 100:
+            raise FleetOptError(f"percentile={self.percentile}: use a percentile in [50, 100), "
+                                "e.g. 99 for P99 (--percentile)")
+        if not 0 < self.rho_max <= 1:
+            raise FleetOptError(f"rho_max={self.rho_max}: the utilization cap must be in (0, 1]")
+        if not 1.0 <= self.gamma_max <= 8.0:
+            raise FleetOptError(f"gamma_max={self.gamma_max}: the C&R band ratio must be in "
+                                "[1, 8]; 1 disables Compress-and-Route (--gamma-max)")
+        if self.gamma_steps < 1:
+            raise FleetOptError(f"gamma_steps={self.gamma_steps}: need at least one gamma value")
+        if not 0 <= self.compressible_share <= 1:
+            raise FleetOptError(f"compressible_share={self.compressible_share}: p_c is a share "
+                                "in [0, 1] (--compressible)")
+        if self.compression_latency_ms < 0:
+            raise FleetOptError(f"compression_latency_ms={self.compression_latency_ms}: "
+                                "must be >= 0 (--compression-ms)")
+        longest = int(self.workload.max_total_tokens)
+        if longest > self.long_context_tokens:
+            share = float(1.0 - self.workload.cdf(self.long_context_tokens))
+            raise FleetOptError(
+                f"long_context_tokens={self.long_context_tokens}: workload '{self.workload.name}'"
+                f" has requests up to {longest} tokens ({share:.2%} longer than the window); "
+                f"raise --long-context to at least {longest}")
+        self.profile.slots(self.long_context_tokens)  # raises if the window does not fit
+        tau_ms = float(self.profile.prefill_s(1)) * 1e3
+        if self.slo_ms <= tau_ms:
+            raise FleetOptError(
+                f"slo_ms={self.slo_ms}: below the prefill time of a single chunk "
+                f"({tau_ms:.2f} ms on {self.profile.name}); no request can meet it")
+        return self
+
+
+def gamma_grid(gamma_max: float, steps: int) -> np.ndarray:
+    """The C&R band ratios searched: ``steps`` values evenly from 1 to ``gamma_max``."""
+    if gamma_max <= 1.0 or steps == 1:
+        return np.array([1.0])
+    return np.round(np.linspace(1.0, gamma_max, steps), 6)
+
+
+def default_boundaries(workload: Workload, long_context_tokens: int, n_grid: int = 64
+                       ) -> np.ndarray:
+    """Candidate boundaries: the workload's CDF breakpoints, ``2^k`` and ``1.5 * 2^k``, and
+    ``n_grid`` log-spaced lengths (multiples of 64 tokens), all in ``[64, long context)``.
+    """
+    pts = [np.asarray(workload.breakpoints_tokens, dtype=np.int64)]
+    k = np.arange(6, int(np.log2(long_context_tokens)) + 1)
+    pts += [2 ** k, (3 * 2 ** (k - 1))]
+    grid = np.geomspace(128, long_context_tokens, n_grid + 2)[1:-1]
+    pts.append((np.round(grid / 64) * 64).astype(np.int64))
+    b = np.unique(np.concatenate(pts))
+    return b[(b >= 64) & (b < long_context_tokens)]
+
+
+class PlanningTables:
+    """The exact moment tables for one scenario, built once and reused by the search.
+
+    They depend on the workload, the profile, the candidate boundaries and gammas, the long
+    window, the compression latency and the length split, not on the rate, the SLO or
+    ``p_c``: a sweep over those reuses one :class:`PlanningTables` (see :meth:`for_scenario`).
+    """
+
+    def __init__(self, scenario: Scenario):
+        s = scenario
+        self.scenario = s
+        self._key = self._key_of(s)
+        self.workload = s.workload.with_paper_split() if s.paper_compat and \
+            s.workload.kind == "trace" else s.workload
+        b = (np.asarray(s.boundaries_tokens, dtype=np.int64) if s.boundaries_tokens is not None
+             else default_boundaries(self.workload, s.long_context_tokens))
+        if b.size and (b.min() < 1 or b.max() >= s.long_context_tokens):
+            raise FleetOptError(f"boundaries_tokens: every boundary must be in [1, "
+                                f"{s.long_context_tokens}) (the long-context window)")
+        self.boundaries = np.unique(b)
+        self.gammas = gamma_grid(s.gamma_max, s.gamma_steps)
+        self.table = MomentTable(self.workload, s.profile, self.boundaries, self.gammas,
+                                 s.long_context_tokens, s.compression_latency_ms * 1e-3)
+
+    @staticmethod
+    def _key_of(s: Scenario) -> tuple:
+        return (id(s.workload), s.profile, s.boundaries_tokens, s.gamma_max, s.gamma_steps,
+                s.long_context_tokens, s.compression_latency_ms, s.paper_compat)
+
+    def for_scenario(self, scenario: Scenario) -> PlanningTables:
+        """These tables re-targeted at ``scenario`` (another rate, SLO, percentile, ``p_c`` or
+        ``rho_max``); raises ``ValueError`` if the scenario needs other tables."""
+        if self._key_of(scenario) != self._key:
+            raise ValueError("scenario differs in a field the moment tables depend on")
+        new = object.__new__(PlanningTables)
+        new.__dict__.update(self.__dict__)
+        new.scenario = scenario
+        return new
+
+
+def size_pools(tables: PlanningTables, windows: np.ndarray, gammas: np.ndarray
+               ) -> tuple[list[PoolLoad], np.ndarray]:
+    """Loads and minimum instances of every pool of every candidate routing.
+
+    ``windows`` ``(n, K)``, ``gammas`` ``(n, K-1)``. Returns the pool loads and an
+    ``(n, K)`` int array of instances (``-1``: the pool cannot meet the SLO at any size).
+    """
+    s = tables.scenario
+    moments = tables.table.pools(windows, gammas, s.compressible_share)
+    loads, counts = [], []
+    for k, m in enumerate(moments):
+        load = pool_load(m, tables.table, windows[:, k], s.rate_rps)
+        loads.append(load)
+        counts.append(min_instances(load, s.slo_ms * 1e-3, s.percentile, s.rho_max,
+                                    paper_rule=s.paper_compat))
+    return loads, np.stack(counts, axis=1)
+
+
+def _candidates(tables: PlanningTables):
+    """All two-pool routings ``(B, gamma)`` with ``floor(gamma B) <= long window``."""
+    s = tables.scenario
+    bb, gg = np.meshgrid(tables.boundaries, tables.gammas, indexing="ij")
+    bb, gg = bb.ravel(), gg.ravel()
+    keep = np.floor(bb * gg + 1e-9) <= s.long_context_tokens
+    bb, gg = bb[keep], gg[keep]
+    windows = np.stack([bb, np.full_like(bb, s.long_context_tokens)], axis=1)
+    return windows, gg[:, None]
+
+
+def _pool_figures(load: PoolLoad, i: int, n_inst: int, scenario: Scenario):
+    """(utilization, TTFT at the percentile in ms, predicted share over the SLO)."""
+    q = scenario.percentile / 100.0
+    rate = float(load.rate_rps[i])
+    if n_inst <= 0 or rate <= 0:
+        return 0.0, 0.0, 0.0
+    c = n_inst * int(load.slots_per_instance[i])
+    a = float(load.offered_load[i])
+    es, cs2 = float(load.mean_service_s[i]), float(load.cs2[i])
+    fs = load.floor_s if np.ndim(load.floor_s) == 1 else load.floor_s[i]
+    fp = load.floor_prob[i]
+    util = a / c
+    miss = float(ttft_miss_probability(scenario.slo_ms * 1e-3, c, a, es, cs2, fs, fp)[0])
+    if scenario.paper_compat:
+        ttft = float(wait_quantile_s(q, c, a, es, cs2)) + float(load.mean_floor_s[i])
+    else:
+        keep = fp > 0
+        ttft = ttft_quantile_s(q, c, a, es, cs2, fs[keep], fp[keep])
+    return util, ttft * 1e3, miss
+
+
+def _build_pools(tables: PlanningTables, loads: list[PoolLoad], i: int, counts: np.ndarray,
+                 windows: np.ndarray, gammas: np.ndarray, roles: tuple[str, ...]
+                 ) -> tuple[PoolPlan, ...]:
+    s = tables.scenario
+    prof = s.profile
+    pools = []
+    for k, load in enumerate(loads):
+        n = int(counts[i, k])
+        util, ttft_ms, miss = _pool_figures(load, i, n, s)
+        rate = float(load.rate_rps[i])
+        alloc = Allocation(
+            profile=prof.name, gpu=prof.gpu, model=prof.model, tp=prof.tp, instances=n,
+            load_share=1.0, rate_rps=rate, slots_per_instance=int(load.slots_per_instance[i]),
+            usd_per_gpu_hour=prof.usd_per_gpu_hour, usd_per_hour=n * prof.usd_per_instance_hour,
+            mean_service_s=float(load.mean_service_s[i]), cs2=float(load.cs2[i]),
+            utilization=util, p99_ttft_ms=ttft_ms, slo_miss_share=miss)
+        comp_in = 0.0
+        if k < len(loads) - 1 and s.compressible_share > 0:
+            cm = tables.table.band_compressed(windows[i, k], gammas[i, k])
+            comp_in = float(cm.mass[0]) * s.compressible_share * s.rate_rps
+        pools.append(PoolPlan(
+            role=roles[k], lo_tokens=0 if k == 0 else int(windows[i, k - 1]),
+            context_tokens=int(windows[i, k]),
+            gamma=float(gammas[i, k]) if k < len(loads) - 1 else 1.0,
+            allocations=(alloc,), rate_rps=rate, compressed_in_rps=comp_in,
+            utilization=util, p99_ttft_ms=ttft_ms, slo_miss_share=miss))
+    return tuple(pools)
+
+
+def _prefill_fault(tables: PlanningTables, load: PoolLoad, i: int, role: str) -> str:
+    """Name the pool and the input lengths whose prefill alone misses the SLO."""
+    s = tables.scenario
+    fs = load.floor_s if np.ndim(load.floor_s) == 1 else load.floor_s[i]
+    over = fs >= s.slo_ms * 1e-3
+    share = float(np.sum(load.floor_prob[i][over]))
+    tau = float(s.profile.prefill_s(1))
+    k_min = int(np.ceil(s.slo_ms * 1e-3 / tau - 1e-12))
+    lin = (k_min - 1) * s.profile.chunk_tokens + 1
+    return (f"pool '{role}': prefill alone takes >= {s.slo_ms:g} ms for inputs of {lin} tokens "
+            f"or more on {s.profile.name} ({share:.2%} of the pool's requests, above the "
+            f"{100 - s.percentile:.2g}% the P{s.percentile:g} SLO allows)")
+
+
+def plan_candidates(scenario: Scenario, tables: PlanningTables | None = None):
+    """Every two-pool candidate, sized: ``(windows, gammas, counts, usd_per_hour, loads)``.
+
+    ``usd_per_hour`` is ``inf`` where a pool cannot meet the SLO at any size. Sorted by
+    nothing: index with ``np.argsort(usd_per_hour)`` for the cheapest first.
+    """
+    tables = tables or PlanningTables(scenario.validated())
+    windows, gammas = _candidates(tables)
+    loads, counts = size_pools(tables, windows, gammas)
+    price = scenario.profile.usd_per_instance_hour
+    usd = np.where(np.all(counts >= 0, axis=1), counts.sum(axis=1) * price, np.inf)
+    return windows, gammas, counts, usd, loads
+
+
+def _best(usd: np.ndarray, counts: np.ndarray, gammas: np.ndarray, windows: np.ndarray,
+          mask: np.ndarray) -> int | None:
+    """Index of the cheapest feasible candidate under ``mask``; ties: fewer instances, smaller
+    gamma (less compression), smaller boundary."""
+    idx = np.flatnonzero(mask & np.isfinite(usd))
+    if idx.size == 0:
+        return None
+    order = np.lexsort((windows[idx, 0], gammas[idx, 0], counts[idx].sum(axis=1), usd[idx]))
+    return int(idx[order[0]])
+
+
+def plan(scenario: Scenario, tables: PlanningTables | None = None) -> Plan:
+    """Plan the cheapest fleet for ``scenario`` (MODEL.md section 4) with its baselines.
+
+    Raises :class:`InfeasibleError` naming the pool and the lengths at fault when no
+    candidate, homogeneous included, can meet the SLO (prefill alone exceeds it for more
+    than the allowed share of a pool's requests). ``tables`` (from an earlier plan of the
+    same workload and profile) skips rebuilding the moment tables.
+    """
+    t0 = time.perf_counter()
+    s = scenario.validated()
+    tables = PlanningTables(s) if tables is None else tables.for_scenario(s)
+    windows, gammas, counts, usd, loads = plan_candidates(s, tables)
+    # Homogeneous baseline: one pool at the long window.
+    hw = np.array([[s.long_context_tokens]])
+    h_loads, h_counts = size_pools(tables, hw, np.zeros((1, 0)))
+    planner_ms = (time.perf_counter() - t0) * 1e3
+
+    price = s.profile.usd_per_instance_hour
+    tp = s.profile.tp
+    h_ok = h_counts[0, 0] >= 0
+    baselines = {
+        "homogeneous": FleetSummary(
+            "homogeneous", None, 1.0, int(max(h_counts[0, 0], 0)),
+            int(max(h_counts[0, 0], 0)) * tp, float(h_counts[0, 0] * price) if h_ok else np.inf,
+            (int(h_counts[0, 0]),), bool(h_ok),
+            "" if h_ok else _prefill_fault(tables, h_loads[0], 0, "homogeneous"))}
+    g1 = np.isclose(gammas[:, 0], 1.0)
+    i_pr = _best(usd, counts, gammas, windows, g1)
+    i_all = _best(usd, counts, gammas, windows, np.ones_like(g1))
+    i_rf = None
+    if i_pr is not None:
+        i_rf = _best(usd, counts, gammas, windows, windows[:, 0] == windows[i_pr, 0])
+    for name, i in (("pool_routing", i_pr), ("retrofit", i_rf),
+                    ("fleetopt", i_all)):
+        if i is None:
+            baselines[name] = FleetSummary(name, None, 1.0, 0, 0, np.inf, (), False,
+                                           "no two-pool candidate meets the SLO")
+        else:
+            baselines[name] = FleetSummary(
+                name, int(windows[i, 0]), float(gammas[i, 0]), int(counts[i].sum()),
+                int(counts[i].sum()) * tp, float(usd[i]), tuple(int(x) for x in counts[i]))
+
+    # The recommendation: the cheapest of two-pool co-design and homogeneous.
+    two_pool_usd = usd[i_all] if i_all is not None else np.inf
+    h_usd = baselines["homogeneous"].usd_per_hour
+    if not np.isfinite(two_pool_usd) and not np.isfinite(h_usd):
+        faults = [_prefill_fault(tables, h_loads[0], 0, "homogeneous")]
+        raise InfeasibleError(
+            "no fleet meets the SLO: " + "; ".join(faults) +
+            "; relax --slo-ms or --percentile, or choose a GPU with faster prefill",
+            binding="prefill")
+    warnings = tuple(getattr(s.profile, "warnings", ()))
+    common = dict(
+        workload=s.workload.name, rate_rps=s.rate_rps, slo_ms=s.slo_ms,
+        percentile=s.percentile, model=s.profile.model,
+        long_context_tokens=s.long_context_tokens, compressible_share=s.compressible_share,
+        rho_max=s.rho_max, paper_compat=s.paper_compat, planner_ms=planner_ms,
+        compression_latency_ms=s.compression_latency_ms, baselines=baselines,
+        warnings=warnings)
+    if two_pool_usd <= h_usd:
+        pools = _build_pools(tables, loads, i_all, counts, windows, gammas, ("short", "long"))
+        return Plan(boundary_tokens=int(windows[i_all, 0]), gamma=float(gammas[i_all, 0]),
+                    pools=pools, **common)
+    pools = _build_pools(tables, h_loads, 0, h_counts, hw, np.zeros((1, 0)), ("homogeneous",))
+    return Plan(boundary_tokens=None, gamma=1.0, pools=pools, **common)
+
+
+def with_rate(scenario: Scenario, rate_rps: float) -> Scenario:
+    """The same scenario at another arrival rate."""
+    return replace(scenario, rate_rps=rate_rps)

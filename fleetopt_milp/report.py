@@ -1,0 +1,82 @@
+"""Human-readable reports of plans: rich tables for the terminal.
+
+The plan file (JSON) is :meth:`fleetopt_milp.plan.Plan.to_dict`; this module only renders.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from .plan import HOURS_PER_YEAR, Plan
+
+__all__ = ["plan_renderable", "fmt_usd"]
+
+
+def fmt_usd(x: float) -> str:
+    """``$1,234`` style; ``-`` for infinite or missing amounts."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"${x:,.0f}" if abs(x) >= 100 else f"${x:,.2f}"
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def plan_renderable(plan: Plan) -> Group:
+    """The plan as rich renderables: a headline, the pools, and the baselines with savings."""
+    q = f"P{plan.percentile:g}"
+    head = Text.assemble(
+        ("Fleet plan", "bold"),
+        f"  workload {plan.workload} · {plan.rate_rps:g} req/s · {q} TTFT <= {plan.slo_ms:g} ms"
+        f" · model {plan.model} · long window {plan.long_context_tokens:,} tokens"
+        f" · method {plan.method}" + (" · paper-compat" if plan.paper_compat else ""),
+    )
+    if plan.boundary_tokens is not None:
+        split = Text(f"Boundary B = {plan.boundary_tokens:,} tokens, gamma = {plan.gamma:g} "
+                     f"(C&R compresses {plan.compressible_share:.0%} of requests in "
+                     f"(B, {plan.gamma:g}B] to B tokens)")
+    else:
+        split = Text("One homogeneous pool is cheapest for this scenario")
+    pools = Table(title="Pools (an instance is one model replica of tp GPUs)", title_justify="left")
+    for col in ("pool", "lengths (tokens)", "gpu x tp", "instances", "GPUs", "rate (req/s)",
+                "utilization", f"{q} TTFT (ms)", "share > SLO", "$/hour", "$/year"):
+        pools.add_column(col, justify="right" if col not in ("pool", "gpu x tp") else "left")
+    for p in plan.pools:
+        for j, a in enumerate(p.allocations):
+            first = j == 0
+            pools.add_row(
+                p.role if first else "", f"({p.lo_tokens:,}, {p.context_tokens:,}]" if first else "",
+                f"{a.gpu} x{a.tp} ({a.profile})", str(a.instances), str(a.gpus),
+                f"{a.rate_rps:,.1f}", _pct(a.utilization), f"{a.p99_ttft_ms:,.0f}",
+                f"{100 * a.slo_miss_share:.2f}%", fmt_usd(a.usd_per_hour),
+                fmt_usd(a.usd_per_hour * HOURS_PER_YEAR))
+    pools.add_row("fleet", "", "", str(plan.instances), str(plan.gpus), f"{plan.rate_rps:,.1f}",
+                  "", "", "", fmt_usd(plan.usd_per_hour), fmt_usd(plan.usd_per_year),
+                  style="bold")
+    base = Table(title="Against the baselines", title_justify="left")
+    for col in ("fleet", "B (tokens)", "gamma", "instances", "GPUs", "$/hour", "this plan saves"):
+        base.add_column(col, justify="left" if col == "fleet" else "right")
+    for name, b in plan.baselines.items():
+        saving = plan.saving_vs(name)
+        base.add_row(name.replace("_", " "), "-" if b.boundary_tokens is None else
+                     f"{b.boundary_tokens:,}", f"{b.gamma:g}",
+                     str(b.instances) if b.feasible else "infeasible",
+                     str(b.gpus) if b.feasible else "-", fmt_usd(b.usd_per_hour),
+                     _pct(saving) if b.feasible else b.reason)
+    parts = [head, split, pools, base]
+    if plan.solver:
+        s = plan.solver
+        parts.append(Text(f"Solver: {s.get('status')} · objective {s.get('objective')} · "
+                          f"gap {s.get('gap')} · {s.get('seconds', 0):.3f} s"))
+    if plan.verification:
+        v = plan.verification
+        parts.append(Text(f"Verification: {v.get('summary', v)}"))
+    parts.append(Text(f"Planned in {plan.planner_ms:.2f} ms.", style="dim"))
+    for w in plan.warnings:
+        parts.append(Text(f"warning: {w}", style="yellow"))
+    return Group(*parts)
