@@ -1,1 +1,63 @@
-"""fleetopt-milp."""
+"""fleetopt-milp: cost-optimal LLM inference fleets under a P99 TTFT SLO.
+
+The public API, one module per concept:
+
+- :mod:`~fleetopt_milp.workload`: request-length distributions and traces.
+- :mod:`~fleetopt_milp.hardware`: GPUs, LLMs, serving profiles (an instance = ``tp`` GPUs).
+- :mod:`~fleetopt_milp.queueing`: Erlang C, M/G/c wait and TTFT tails, minimum instances.
+- :mod:`~fleetopt_milp.demand`: exact service moments of any split into pools.
+- :mod:`~fleetopt_milp.planner`: the analytical two-pool FleetOpt planner with C&R.
+- :mod:`~fleetopt_milp.plan`: plans and plan files.
+
+The MILP (:mod:`fleetopt_milp.milp`) and the simulator (:mod:`fleetopt_milp.simulator`)
+are imported on demand so that ``import fleetopt_milp`` stays light (no Pyomo, no numba).
+"""
+
+from .demand import Moments, MomentTable, pool_load
+from .errors import CatalogError, FleetOptError, InfeasibleError, WorkloadError
+from .hardware import (
+    Catalog,
+    GpuSpec,
+    LlmSpec,
+    Profile,
+    default_tp,
+    load_catalog,
+    profile_warnings,
+    resolve_profile,
+    roofline_floor_ms,
+    roofline_profile,
+)
+from .plan import Allocation, FleetSummary, Plan, PoolPlan, read_plan, write_plan
+from .planner import PlanningTables, Scenario, default_boundaries, gamma_grid, plan
+from .queueing import (
+    PoolLoad,
+    erlang_b,
+    erlang_c,
+    min_instances,
+    ttft_miss_probability,
+    ttft_quantile_s,
+    wait_quantile_s,
+    wait_tail,
+)
+from .workload import (
+    Trace,
+    Workload,
+    builtin_workloads,
+    load_workload,
+    paper_split,
+    workload_from_cdf,
+    workload_from_requests,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Allocation", "Catalog", "CatalogError", "FleetOptError", "FleetSummary", "GpuSpec",
+    "InfeasibleError", "LlmSpec", "MomentTable", "Moments", "Plan", "PlanningTables",
+    "PoolLoad", "PoolPlan", "Profile", "Scenario", "Trace", "Workload", "WorkloadError",
+    "builtin_workloads", "default_boundaries", "default_tp", "erlang_b", "erlang_c",
+    "gamma_grid", "load_catalog", "load_workload", "min_instances", "paper_split", "plan",
+    "pool_load", "profile_warnings", "read_plan", "resolve_profile", "roofline_floor_ms",
+    "roofline_profile", "ttft_miss_probability", "ttft_quantile_s", "wait_quantile_s",
+    "wait_tail", "workload_from_cdf", "workload_from_requests", "write_plan",
+]
