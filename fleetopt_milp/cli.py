@@ -17,7 +17,9 @@ from .errors import FleetOptError, InfeasibleError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cost-optimal LLM inference fleets under a TTFT SLO (FleetOpt).")
 console = Console()
-err_console = Console(stderr=True)
+if not console.is_terminal:  # piped or captured: do not squeeze the tables to 80 columns
+    console = Console(width=150)
+err_console = Console(stderr=True, soft_wrap=True)
 
 @app.callback()
 def _root() -> None:

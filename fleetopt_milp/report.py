@@ -24,7 +24,9 @@ def fmt_usd(x: float) -> str:
 
 
 def _pct(x: float) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{100 * x:.1f}%" if abs(x) >= 5e-4 else "0.0%"
 
 
 def plan_renderable(plan: Plan) -> Group:
@@ -36,26 +38,29 @@ def plan_renderable(plan: Plan) -> Group:
         f" · model {plan.model} · long window {plan.long_context_tokens:,} tokens"
         f" · method {plan.method}" + (" · paper-compat" if plan.paper_compat else ""),
     )
-    if plan.boundary_tokens is not None:
+    if plan.boundary_tokens is not None and plan.gamma > 1:
         split = Text(f"Boundary B = {plan.boundary_tokens:,} tokens, gamma = {plan.gamma:g} "
                      f"(C&R compresses {plan.compressible_share:.0%} of requests in "
                      f"(B, {plan.gamma:g}B] to B tokens)")
+    elif plan.boundary_tokens is not None:
+        split = Text(f"Boundary B = {plan.boundary_tokens:,} tokens, no compression "
+                     "(gamma = 1): pool routing is cheapest")
     else:
         split = Text("One homogeneous pool is cheapest for this scenario")
     pools = Table(title="Pools (an instance is one model replica of tp GPUs)", title_justify="left")
-    for col in ("pool", "lengths (tokens)", "gpu x tp", "instances", "GPUs", "rate (req/s)",
+    for col in ("pool", "lengths (tokens)", "profile", "tp", "instances", "GPUs", "rate (req/s)",
                 "utilization", f"{q} TTFT (ms)", "share > SLO", "$/hour", "$/year"):
-        pools.add_column(col, justify="right" if col not in ("pool", "gpu x tp") else "left")
+        pools.add_column(col, justify="right" if col not in ("pool", "profile") else "left")
     for p in plan.pools:
         for j, a in enumerate(p.allocations):
             first = j == 0
             pools.add_row(
                 p.role if first else "", f"({p.lo_tokens:,}, {p.context_tokens:,}]" if first else "",
-                f"{a.gpu} x{a.tp} ({a.profile})", str(a.instances), str(a.gpus),
+                a.profile, str(a.tp), str(a.instances), str(a.gpus),
                 f"{a.rate_rps:,.1f}", _pct(a.utilization), f"{a.p99_ttft_ms:,.0f}",
                 f"{100 * a.slo_miss_share:.2f}%", fmt_usd(a.usd_per_hour),
                 fmt_usd(a.usd_per_hour * HOURS_PER_YEAR))
-    pools.add_row("fleet", "", "", str(plan.instances), str(plan.gpus), f"{plan.rate_rps:,.1f}",
+    pools.add_row("fleet", "", "", "", str(plan.instances), str(plan.gpus), f"{plan.rate_rps:,.1f}",
                   "", "", "", fmt_usd(plan.usd_per_hour), fmt_usd(plan.usd_per_year),
                   style="bold")
     base = Table(title="Against the baselines", title_justify="left")
