@@ -1,0 +1,39 @@
+"""The command line: plan files, one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "fleetopt_milp.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_plan_writes_the_plan_file(tmp_path):
+    out = tmp_path / "plan.json"
+    r = run("plan", "--workload", "lmsys", "--rate", "300", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["schema"] == "fleetopt-plan/1"
+    assert d["usd_per_hour"] == pytest.approx(sum(p["usd_per_hour"] for p in d["pools"]))
+    assert d["usd_per_hour"] == pytest.approx(d["instances"] * 8 * 4.02)
+    assert set(d["baselines"]) >= {"homogeneous", "pool_routing", "retrofit"}
+    assert d["baselines"]["homogeneous"]["usd_per_hour"] >= d["usd_per_hour"]
+    assert "Fleet plan" in r.stdout and "homogeneous" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--rate", "-1"), "rate_rps=-1.0"),
+    (("--workload", "no-such-workload"), "built-in names"),
+    (("--gpu", "X100"), "unknown GPU or profile 'X100'"),
+    (("--workload", "mooncake-conversation"), "raise --long-context"),
+    (("--slo-ms", "40", "--workload", "agent-heavy"), "infeasible (prefill)"),
+])
+def test_user_mistakes_are_one_line_errors(args, needle):
+    r = run("plan", *args)
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
