@@ -31,8 +31,8 @@ from .queueing import (
 )
 from .workload import Workload
 
-__all__ = ["Scenario", "default_boundaries", "gamma_grid", "plan", "plan_candidates",
-           "size_pools", "PlanningTables"]
+__all__ = ["Scenario", "default_boundaries", "gamma_grid", "plan", "candidate_plans",
+           "plan_candidates", "size_pools", "PlanningTables"]
 
 
 @dataclass(frozen=True)
@@ -173,13 +173,15 @@ def size_pools(tables: PlanningTables, windows: np.ndarray, gammas: np.ndarray
     """
     s = tables.scenario
     moments = tables.table.pools(windows, gammas, s.compressible_share)
-    loads, counts = [], []
-    for k, m in enumerate(moments):
-        load = pool_load(m, tables.table, windows[:, k], s.rate_rps)
-        loads.append(load)
-        counts.append(min_instances(load, s.slo_ms * 1e-3, s.percentile, s.rho_max,
-                                    paper_rule=s.paper_compat))
-    return loads, np.stack(counts, axis=1)
+    loads = [pool_load(m, tables.table, windows[:, k], s.rate_rps)
+             for k, m in enumerate(moments)]
+    # One vectorised sizing call for every pool of every candidate.
+    allp = PoolLoad(*(np.concatenate([getattr(ld, f) for ld in loads]) for f in
+                      ("rate_rps", "mean_service_s", "cs2", "slots_per_instance")),
+                    loads[0].floor_s, np.concatenate([ld.floor_prob for ld in loads]))
+    counts = min_instances(allp, s.slo_ms * 1e-3, s.percentile, s.rho_max,
+                           paper_rule=s.paper_compat)
+    return loads, counts.reshape(len(loads), -1).T
 
 
 def _candidates(tables: PlanningTables):
@@ -282,23 +284,11 @@ def _best(usd: np.ndarray, counts: np.ndarray, gammas: np.ndarray, windows: np.n
     return int(idx[order[0]])
 
 
-def plan(scenario: Scenario, tables: PlanningTables | None = None) -> Plan:
-    """Plan the cheapest fleet for ``scenario`` (MODEL.md section 4) with its baselines.
-
-    Raises :class:`InfeasibleError` naming the pool and the lengths at fault when no
-    candidate, homogeneous included, can meet the SLO (prefill alone exceeds it for more
-    than the allowed share of a pool's requests). ``tables`` (from an earlier plan of the
-    same workload and profile) skips rebuilding the moment tables.
-    """
-    t0 = time.perf_counter()
-    s = scenario.validated()
-    tables = PlanningTables(s) if tables is None else tables.for_scenario(s)
+def _search(s: Scenario, tables: PlanningTables):
+    """Size every candidate and the homogeneous baseline; return them with the baselines."""
     windows, gammas, counts, usd, loads = plan_candidates(s, tables)
-    # Homogeneous baseline: one pool at the long window.
     hw = np.array([[s.long_context_tokens]])
     h_loads, h_counts = size_pools(tables, hw, np.zeros((1, 0)))
-    planner_ms = (time.perf_counter() - t0) * 1e3
-
     price = s.profile.usd_per_instance_hour
     tp = s.profile.tp
     h_ok = h_counts[0, 0] >= 0
@@ -314,8 +304,7 @@ def plan(scenario: Scenario, tables: PlanningTables | None = None) -> Plan:
     i_rf = None
     if i_pr is not None:
         i_rf = _best(usd, counts, gammas, windows, windows[:, 0] == windows[i_pr, 0])
-    for name, i in (("pool_routing", i_pr), ("retrofit", i_rf),
-                    ("fleetopt", i_all)):
+    for name, i in (("pool_routing", i_pr), ("retrofit", i_rf), ("fleetopt", i_all)):
         if i is None:
             baselines[name] = FleetSummary(name, None, 1.0, 0, 0, np.inf, (), False,
                                            "no two-pool candidate meets the SLO")
@@ -323,30 +312,70 @@ def plan(scenario: Scenario, tables: PlanningTables | None = None) -> Plan:
             baselines[name] = FleetSummary(
                 name, int(windows[i, 0]), float(gammas[i, 0]), int(counts[i].sum()),
                 int(counts[i].sum()) * tp, float(usd[i]), tuple(int(x) for x in counts[i]))
-
-    # The recommendation: the cheapest of two-pool co-design and homogeneous.
-    two_pool_usd = usd[i_all] if i_all is not None else np.inf
-    h_usd = baselines["homogeneous"].usd_per_hour
-    if not np.isfinite(two_pool_usd) and not np.isfinite(h_usd):
-        faults = [_prefill_fault(tables, h_loads[0], 0, "homogeneous")]
+    if not np.isfinite(usd).any() and not h_ok:
         raise InfeasibleError(
-            "no fleet meets the SLO: " + "; ".join(faults) +
-            "; relax --slo-ms or --percentile, or choose a GPU with faster prefill",
+            "no fleet meets the SLO: " + _prefill_fault(tables, h_loads[0], 0, "homogeneous")
+            + "; relax --slo-ms or --percentile, or choose a GPU with faster prefill",
             binding="prefill")
-    warnings = tuple(getattr(s.profile, "warnings", ()))
+    return windows, gammas, counts, usd, loads, h_loads, h_counts, baselines
+
+
+def _ranked(usd, counts, gammas, windows, h_usd) -> list[int]:
+    """Candidate indices cheapest first (ties as :func:`_best`); ``-1`` is homogeneous."""
+    ok = np.flatnonzero(np.isfinite(usd))
+    order = ok[np.lexsort((windows[ok, 0], gammas[ok, 0], counts[ok].sum(axis=1), usd[ok]))]
+    ranked = [int(i) for i in order]
+    if np.isfinite(h_usd):
+        pos = int(np.searchsorted(usd[order], h_usd, side="right"))  # two-pool wins ties
+        ranked.insert(pos, -1)
+    return ranked
+
+
+def candidate_plans(scenario: Scenario, count: int, tables: PlanningTables | None = None
+                    ) -> list[Plan]:
+    """The ``count`` cheapest fleets (homogeneous included), cheapest first.
+
+    The first is :func:`plan`'s answer; the rest are the runners-up that
+    ``fleetopt plan --verify`` falls back on when the simulator rejects a cheaper one.
+    """
+    t0 = time.perf_counter()
+    s = scenario.validated()
+    tables = PlanningTables(s) if tables is None else tables.for_scenario(s)
+    windows, gammas, counts, usd, loads, h_loads, h_counts, baselines = _search(s, tables)
     common = dict(
         workload=s.workload.name, rate_rps=s.rate_rps, slo_ms=s.slo_ms,
         percentile=s.percentile, model=s.profile.model,
         long_context_tokens=s.long_context_tokens, compressible_share=s.compressible_share,
-        rho_max=s.rho_max, paper_compat=s.paper_compat, planner_ms=planner_ms,
-        compression_latency_ms=s.compression_latency_ms, baselines=baselines,
-        warnings=warnings)
-    if two_pool_usd <= h_usd:
-        pools = _build_pools(tables, loads, i_all, counts, windows, gammas, ("short", "long"))
-        return Plan(boundary_tokens=int(windows[i_all, 0]), gamma=float(gammas[i_all, 0]),
-                    pools=pools, **common)
-    pools = _build_pools(tables, h_loads, 0, h_counts, hw, np.zeros((1, 0)), ("homogeneous",))
-    return Plan(boundary_tokens=None, gamma=1.0, pools=pools, **common)
+        rho_max=s.rho_max, paper_compat=s.paper_compat,
+        compression_latency_ms=s.compression_latency_ms, baselines=baselines)
+    out = []
+    for i in _ranked(usd, counts, gammas, windows, baselines["homogeneous"].usd_per_hour):
+        if len(out) >= count:
+            break
+        if i < 0:
+            pools = _build_pools(tables, h_loads, 0, h_counts, np.array([[
+                s.long_context_tokens]]), np.zeros((1, 0)), ("homogeneous",))
+            out.append(Plan(boundary_tokens=None, gamma=1.0, pools=pools, planner_ms=0.0,
+                            **common))
+        else:
+            pools = _build_pools(tables, loads, i, counts, windows, gammas, ("short", "long"))
+            out.append(Plan(boundary_tokens=int(windows[i, 0]), gamma=float(gammas[i, 0]),
+                            pools=pools, planner_ms=0.0, **common))
+    elapsed_ms = (time.perf_counter() - t0) * 1e3
+    return [replace(p, planner_ms=elapsed_ms) for p in out]
+
+
+def plan(scenario: Scenario, tables: PlanningTables | None = None) -> Plan:
+    """Plan the cheapest fleet for ``scenario`` (MODEL.md section 4) with its baselines.
+
+    The answer is the cheapest of the two-pool co-design (best ``B`` and ``gamma``) and the
+    homogeneous fleet; ``planner_ms`` is the wall time of the whole call. Raises
+    :class:`InfeasibleError` naming the pool and the lengths at fault when no candidate,
+    homogeneous included, can meet the SLO (prefill alone exceeds it for more than the
+    allowed share of a pool's requests). ``tables`` (from an earlier plan of the same
+    workload and profile) skips rebuilding the moment tables.
+    """
+    return candidate_plans(scenario, 1, tables)[0]
 
 
 def with_rate(scenario: Scenario, rate_rps: float) -> Scenario:

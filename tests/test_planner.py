@@ -133,3 +133,17 @@ def test_plan_file_round_trip(tmp_path, paper_h100):
         assert key in d["pools"][0]
     with pytest.raises(FleetOptError, match="not found"):
         read_plan(tmp_path / "missing.json")
+
+
+def test_candidate_plans_are_ranked_and_start_with_the_plan(paper_h100):
+    from fleetopt_milp.planner import candidate_plans
+
+    sc = Scenario(load_workload("lmsys"), paper_h100, 1000.0, 500.0)
+    cands = candidate_plans(sc, 6)
+    assert len(cands) == 6
+    costs = [c.usd_per_hour for c in cands]
+    assert costs == sorted(costs)
+    best = plan(sc)
+    assert (cands[0].boundary_tokens, cands[0].gamma, cands[0].instances) == \
+        (best.boundary_tokens, best.gamma, best.instances)
+    assert len({(c.boundary_tokens, c.gamma) for c in cands}) == 6
