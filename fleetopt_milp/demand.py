@@ -152,6 +152,23 @@ class MomentTable:
                 gseg * nf + (kmax + 1) + kc, weights=pp, minlength=nG * nf).reshape(nG, nf),
                 axis=0)
 
+        # Keep only the floors some request can have: fewer columns for every query. With
+        # no compression latency, compressed floors coincide with uncompressed ones: merge.
+        if self.compression_latency_s == 0.0:
+            half = kmax + 1
+            self._floor_prefix = self._floor_prefix[:, :half] + self._floor_prefix[:, half:]
+            self._band_plain_floor = (self._band_plain_floor[..., :half]
+                                      + self._band_plain_floor[..., half:])
+            self._band_comp_floor = (self._band_comp_floor[..., :half]
+                                     + self._band_comp_floor[..., half:])
+            self.floor_s = self.floor_s[:half]
+        used = (self._floor_prefix[-1] > 0) | np.any(self._band_comp_floor[:, -1] > 0, axis=0)
+        cols = np.flatnonzero(used)
+        self._floor_prefix = np.ascontiguousarray(self._floor_prefix[:, cols])
+        self._band_plain_floor = np.ascontiguousarray(self._band_plain_floor[..., cols])
+        self._band_comp_floor = np.ascontiguousarray(self._band_comp_floor[..., cols])
+        self.floor_s = self.floor_s[cols]
+
     # -- helpers -------------------------------------------------------------------------
     @property
     def share_beyond_long_context(self) -> float:
