@@ -189,29 +189,24 @@ class MomentTable:
         """Full-batch per-token iteration cost ``h_C = H slots(C) / C_cal`` in seconds/token."""
         return self.profile.h_ms * 1e-3 * self.slots(window_tokens) / self.profile.calib_tokens
 
-    def _cut_index(self, tokens) -> np.ndarray:
-        t = np.atleast_1d(np.asarray(tokens, dtype=np.int64))
-        idx = np.searchsorted(self.cuts_tokens, t)
-        if np.any(idx >= self.cuts_tokens.size) or np.any(self.cuts_tokens[np.minimum(
-                idx, self.cuts_tokens.size - 1)] != t):
-            raise ValueError(f"lengths {t} are not cut points of this MomentTable")
+    @staticmethod
+    def _lookup(values, grid: np.ndarray, what: str, tol: float = 0.0) -> np.ndarray:
+        """Indices of ``values`` in the sorted ``grid`` (within ``tol``); ValueError if absent."""
+        v = np.atleast_1d(np.asarray(values, dtype=grid.dtype))
+        idx = np.searchsorted(grid, v - tol)
+        near = grid[np.minimum(idx, grid.size - 1)]
+        if np.any(idx >= grid.size) or np.any(np.abs(near - v) > tol):
+            raise ValueError(f"{what} {v} are not on this MomentTable's grid {grid}")
         return idx
+
+    def _cut_index(self, tokens) -> np.ndarray:
+        return self._lookup(tokens, self.cuts_tokens, "lengths")
 
     def _gamma_index(self, gamma) -> np.ndarray:
-        g = np.atleast_1d(np.asarray(gamma, dtype=float))
-        idx = np.searchsorted(self.gammas, g - 1e-9)
-        if np.any(idx >= self.gammas.size) or np.any(np.abs(self.gammas[np.minimum(
-                idx, self.gammas.size - 1)] - g) > 1e-9):
-            raise ValueError(f"gamma {g} not among this MomentTable's gammas {self.gammas}")
-        return idx
+        return self._lookup(gamma, self.gammas, "gammas", 1e-9)
 
     def _boundary_index(self, b) -> np.ndarray:
-        t = np.atleast_1d(np.asarray(b, dtype=np.int64))
-        idx = np.searchsorted(self.boundaries_tokens, t)
-        if np.any(idx >= self.boundaries_tokens.size) or np.any(self.boundaries_tokens[np.minimum(
-                idx, self.boundaries_tokens.size - 1)] != t):
-            raise ValueError(f"boundaries {t} not among this MomentTable's boundaries")
-        return idx
+        return self._lookup(b, self.boundaries_tokens, "boundaries")
 
     def _combine(self, raw: np.ndarray, h: np.ndarray, floor: np.ndarray) -> Moments:
         """Moments from the six raw sums (last axis) at per-token cost ``h`` (s/token)."""
