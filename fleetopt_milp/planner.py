@@ -321,12 +321,13 @@ def _search(s: Scenario, tables: PlanningTables):
 
 
 def _ranked(usd, counts, gammas, windows, h_usd) -> list[int]:
-    """Candidate indices cheapest first (ties as :func:`_best`); ``-1`` is homogeneous."""
+    """Candidate indices cheapest first (ties as :func:`_best`); ``-1`` is homogeneous, which
+    goes before two-pool fleets of equal cost (for example one whose short pool is empty)."""
     ok = np.flatnonzero(np.isfinite(usd))
     order = ok[np.lexsort((windows[ok, 0], gammas[ok, 0], counts[ok].sum(axis=1), usd[ok]))]
     ranked = [int(i) for i in order]
     if np.isfinite(h_usd):
-        pos = int(np.searchsorted(usd[order], h_usd, side="right"))  # two-pool wins ties
+        pos = int(np.searchsorted(usd[order], h_usd, side="left"))  # the simpler fleet wins ties
         ranked.insert(pos, -1)
     return ranked
 

@@ -38,6 +38,10 @@ def plan_renderable(plan: Plan) -> Group:
         f" · model {plan.model} · long window {plan.long_context_tokens:,} tokens"
         f" · method {plan.method}" + (" · paper-compat" if plan.paper_compat else ""),
     )
+    if plan.extra.get("peak_factor", 1.0) != 1.0:
+        head.append(f"\nPlanned for {plan.rate_rps:,.1f} req/s: a peak factor of "
+                    f"{plan.extra['peak_factor']:.2f} over the mean {plan.extra['mean_rate_rps']:g}"
+                    " req/s")
     if plan.boundary_tokens is not None and plan.gamma > 1:
         split = Text(f"Boundary B = {plan.boundary_tokens:,} tokens, gamma = {plan.gamma:g} "
                      f"(C&R compresses {plan.compressible_share:.0%} of requests in "
@@ -74,6 +78,13 @@ def plan_renderable(plan: Plan) -> Group:
                      str(b.gpus) if b.feasible else "-", fmt_usd(b.usd_per_hour),
                      _pct(saving) if b.feasible else b.reason)
     parts = [head, split, pools, base]
+    for p in plan.pools:
+        if p.rate_rps == 0 and p.instances == 0:
+            parts.insert(2, Text(
+                f"Pool '{p.role}' receives no requests of this workload, so it has no instances:"
+                f" a request of ({p.lo_tokens:,}, {p.context_tokens:,}] tokens would find no "
+                "capacity. Keep one instance there if such requests can occur "
+                "(`fleetopt solve --min-instances 1`).", style="yellow"))
     if plan.solver:
         s = plan.solver
         parts.append(Text(f"Solver: {s.get('status')} · objective {s.get('objective')} · "

@@ -37,3 +37,23 @@ def test_user_mistakes_are_one_line_errors(args, needle):
     assert r.returncode == 2
     assert needle in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_plan_verify_and_peak_window(tmp_path):
+    out = tmp_path / "plan.json"
+    r = run("plan", "--workload", "azure-code", "--rate", "200", "--peak-window-s", "5",
+            "--verify", "--verify-requests", "30000", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    # The busiest 5 s of the trace scaled to 200 req/s runs at 1.89x the mean.
+    assert d["peak_factor"] == pytest.approx(1.891, abs=0.01)
+    assert d["rate_rps"] == pytest.approx(200 * d["peak_factor"])
+    v = d["verification"]
+    assert v["confirmed"] and v["checked"] == v["rejected"] + 1
+    assert v["certification"]["certified"]
+    assert v["usd_per_hour"] == pytest.approx(d["usd_per_hour"])
+
+
+def test_peak_window_needs_a_trace():
+    r = run("plan", "--workload", "lmsys", "--peak-window-s", "5")
+    assert r.returncode == 2 and "has no timestamps" in r.stderr
