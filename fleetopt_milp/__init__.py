@@ -51,6 +51,24 @@ from .workload import (
 
 __version__ = "0.1.0"
 
+# Heavy modules load on first use (PEP 562): the simulator needs numba, the MILP Pyomo.
+_LAZY = {
+    "simulator": ("simulate", "certify", "certification_from", "verify_candidates",
+                  "SimulationResult", "GroupStats", "Analytical", "Estimate", "Certification",
+                  "PoolVerdict", "Verification", "FleetSpec", "AllocationSpec",
+                  "fleet_from_plan"),
+    "routing": ("route", "Routed"),
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    for module, names in _LAZY.items():
+        if name in names:
+            return getattr(importlib.import_module(f".{module}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "Allocation", "Catalog", "CatalogError", "FleetOptError", "FleetSummary", "GpuSpec",
     "InfeasibleError", "LlmSpec", "MomentTable", "Moments", "Plan", "PlanningTables",
@@ -60,4 +78,5 @@ __all__ = [
     "pool_load", "profile_warnings", "read_plan", "resolve_profile", "roofline_floor_ms",
     "roofline_profile", "ttft_miss_probability", "ttft_quantile_s", "wait_quantile_s",
     "wait_tail", "workload_from_cdf", "workload_from_requests", "write_plan",
+    *(n for names in _LAZY.values() for n in names),
 ]
