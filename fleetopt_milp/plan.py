@@ -13,6 +13,7 @@ Prices: ``usd_per_hour`` is always for the whole allocation, pool or fleet
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -187,8 +188,10 @@ class Plan:
                                for a in p["allocations"])
                 kw = {f.name: p[f.name] for f in fields(PoolPlan) if f.name != "allocations"}
                 pools.append(PoolPlan(allocations=allocs, **kw))
-            baselines = {k: FleetSummary(**{**v, "pool_instances": tuple(v["pool_instances"])})
-                         for k, v in d["baselines"].items()}
+            baselines = {k: FleetSummary(**{
+                **v, "pool_instances": tuple(v["pool_instances"]),
+                "usd_per_hour": math.inf if v["usd_per_hour"] is None else v["usd_per_hour"]})
+                for k, v in d["baselines"].items()}
             kw = {f.name: d[f.name] for f in fields(cls)
                   if f.name not in ("pools", "baselines", "extra", "warnings") and f.name in d}
             return cls(pools=tuple(pools), baselines=baselines,
@@ -198,9 +201,22 @@ class Plan:
                                 "with `fleetopt plan --json PATH`") from None
 
 
+def _finite(o):
+    """Replace non-finite floats (an infeasible baseline's cost) by ``None``: strict JSON."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    return o
+
+
 def write_plan(plan: Plan, path: str | Path) -> None:
-    """Write ``plan`` as JSON to ``path``."""
-    Path(path).write_text(json.dumps(plan.to_dict(), indent=2, default=_json_default) + "\n")
+    """Write ``plan`` as strict JSON to ``path`` (infinite costs are written as ``null``)."""
+    text = json.dumps(_finite(plan.to_dict()), indent=2, default=_json_default,
+                      allow_nan=False)
+    Path(path).write_text(text + "\n")
 
 
 def read_plan(path: str | Path) -> Plan:

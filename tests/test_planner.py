@@ -147,3 +147,22 @@ def test_candidate_plans_are_ranked_and_start_with_the_plan(paper_h100):
     assert (cands[0].boundary_tokens, cands[0].gamma, cands[0].instances) == \
         (best.boundary_tokens, best.gamma, best.instances)
     assert len({(c.boundary_tokens, c.gamma) for c in cands}) == 6
+
+
+def test_plan_file_is_strict_json_with_infeasible_baselines(tmp_path, paper_h100):
+    import json
+
+    from fleetopt_milp.plan import FleetSummary, read_plan, write_plan
+
+    p = plan(Scenario(load_workload("azure-2023"), paper_h100, 200.0, 500.0))
+    bad = FleetSummary("pool_routing", None, 1.0, 0, 0, float("inf"), (), False, "why")
+    p = replace(p, baselines={**p.baselines, "pool_routing": bad})
+    write_plan(p, tmp_path / "p.json")
+    text = (tmp_path / "p.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    d = json.loads(text)
+    assert d["baselines"]["pool_routing"]["usd_per_hour"] is None
+    assert d["savings"]["pool_routing"] is None
+    back = read_plan(tmp_path / "p.json")
+    assert back.baselines["pool_routing"].usd_per_hour == float("inf")
+    assert not back.baselines["pool_routing"].feasible
