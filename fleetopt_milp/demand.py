@@ -82,8 +82,10 @@ class MomentTable:
         self.band_end_tokens = band_ends  # (nB, nG): floor(gamma B)
         cuts = np.unique(np.concatenate([[0, self.long_context_tokens], b, band_ends.ravel()]))
         self.cuts_tokens = cuts
-        self._cut_slots = np.array([profile.slots(int(x)) if x > 0 else 0 for x in cuts],
-                                   dtype=np.int64)
+        # Band ends past the profile's largest window are cut points but never windows.
+        self._cut_slots = np.array(
+            [profile.slots(int(x)) if 0 < x <= profile.max_context_tokens else 0 for x in cuts],
+            dtype=np.int64)
 
         lin = workload.input_tokens.astype(np.int64)
         lout = workload.output_tokens.astype(np.int64)
