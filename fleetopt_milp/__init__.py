@@ -9,8 +9,12 @@ The public API, one module per concept:
 - :mod:`~fleetopt_milp.planner`: the analytical two-pool FleetOpt planner with C&R.
 - :mod:`~fleetopt_milp.plan`: plans and plan files.
 
-The MILP (:mod:`fleetopt_milp.milp`) and the simulator (:mod:`fleetopt_milp.simulator`)
-are imported on demand so that ``import fleetopt_milp`` stays light (no Pyomo, no numba).
+- :mod:`~fleetopt_milp.milp`: the Pyomo + HiGHS MILP (K pools, GPU types, caps, budgets).
+- :mod:`~fleetopt_milp.simulator` and :mod:`~fleetopt_milp.routing`: the discrete-event
+  simulator and the C&R router.
+
+The MILP, the simulator and the router are imported on first use of their names, so
+``import fleetopt_milp`` stays light (no Pyomo, no numba).
 """
 
 from .demand import Moments, MomentTable, pool_load
@@ -58,6 +62,8 @@ _LAZY = {
                   "PoolVerdict", "Verification", "FleetSpec", "AllocationSpec",
                   "fleet_from_plan"),
     "routing": ("route", "Routed"),
+    "milp": ("FleetProblem", "ArcTables", "precompute", "build_model", "solve_model", "solve",
+             "solve_max_rate", "capacity_share"),
 }
 
 

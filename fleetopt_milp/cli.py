@@ -318,8 +318,10 @@ def solve(
                                               help="HiGHS time limit per solve, seconds"),
     min_instances: int = typer.Option(0, "--min-instances",
                                       help="Fewest instances of every pool (redundancy)"),
-    mix: bool = typer.Option(True, "--mix/--no-mix",
-                             help="Let a pool split its load between GPU types"),
+    mix: str = typer.Option(
+        "auto", "--mix", help="How a pool may split its load between GPU types: full "
+        "(any split), filler (a main type plus up to 4 instances of another), none, or "
+        "auto (full with --max-gpus/--max-total-gpus, else filler)"),
     json_path: Path | None = JsonOpt,
 ):
     """Solve the fleet MILP (Pyomo + HiGHS): K pools, several GPU types, caps and budgets."""
@@ -347,7 +349,7 @@ def solve(
         scenario=sc, profiles=tuple(profiles), max_pools=pools,
         max_gpus=_gpu_caps(max_gpus, cat, profiles), max_total_gpus=max_total_gpus,
         budget_usd_per_hour=budget if objective == "cost" else None,
-        min_instances_per_pool=min_instances, mix_within_pools=mix)
+        min_instances_per_pool=min_instances, mixing=mix)
     if objective == "rate":
         result = solve_max_rate(problem, budget, time_limit_s=time_limit_s)
     else:
