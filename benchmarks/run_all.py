@@ -1,0 +1,14 @@
+"""Run every benchmark script in turn; each rewrites its own sections of RESULTS.md."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+if __name__ == "__main__":
+    for script in ("bench_planner.py", "bench_milp.py", "bench_simulator.py"):
+        print(f"== {script}", flush=True)
+        subprocess.run([sys.executable, str(HERE / script)], check=True,
+                       stdout=subprocess.DEVNULL)
+    print((HERE / "RESULTS.md").read_text())
