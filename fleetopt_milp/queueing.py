@@ -158,35 +158,35 @@ def ttft_miss_probability(slo_s, c, a, mean_service_s, cs2, floor_s, floor_prob)
 def ttft_quantile_s(q, c, a, mean_service_s, cs2, floor_s, floor_prob):
     """The ``q`` quantile of TTFT (wait + floor) for one pool, seconds (scalar inputs).
 
-    Solves ``P(TTFT > t) = 1 - q`` on the monotone tail of :func:`ttft_miss_probability`
-    by nested grid refinement (64 points a round) to a microsecond; ``inf`` for an unstable
-    queue. Erlang C and the decay rate do not depend on ``t`` and are computed once.
+    The smallest ``t`` with ``P(TTFT > t) <= 1 - q`` under :func:`ttft_miss_probability`,
+    in closed form: between consecutive floors ``T_j < t <= T_{j+1}`` the tail is
+    ``A_j + C exp(-theta t) E_j`` with ``A_j`` the share of floors above ``T_j`` and
+    ``E_j = sum_{i <= j} p_i exp(theta T_i)`` (kept in log space), so each segment's
+    crossing is one logarithm. ``inf`` for an unstable queue.
     """
     if c <= a:
         return float("inf")
-    floor_s = np.asarray(floor_s, dtype=float)
-    floor_prob = np.asarray(floor_prob, dtype=float)
-    keep = floor_prob > 0
-    fs, fp = floor_s[keep], floor_prob[keep]
+    fs = np.asarray(floor_s, dtype=float)
+    fp = np.asarray(floor_prob, dtype=float)
+    keep = fp > 0
+    fs, inv = np.unique(fs[keep], return_inverse=True)
+    p = np.bincount(inv, weights=fp[keep], minlength=fs.size)
+    p = p / p.sum()
+    target = 1.0 - q
     ec = float(erlang_c(c, a))
     theta = float(_decay_per_s(c, a, mean_service_s, cs2))
-    target = 1.0 - q
-
-    def miss(t):  # t: (g,) -> (g,)
-        d = t[:, None] - fs[None, :]
-        return np.sum(np.where(d <= 0, fp, ec * fp * np.exp(-theta * np.maximum(d, 0.0))), 1)
-
-    lo, hi = 0.0, float(np.max(fs, initial=0.0)) + float(
-        wait_quantile_s(q, c, a, mean_service_s, cs2)) + 1e-6
-    if miss(np.array([lo]))[0] <= target:
-        return 0.0
-    while miss(np.array([hi]))[0] > target:
-        hi *= 2.0
-    while hi - lo > 1e-6:
-        grid = np.linspace(lo, hi, 65)
-        ok = np.flatnonzero(miss(grid) <= target)[0]  # first grid point that meets the target
-        lo, hi = grid[ok - 1], grid[ok]
-    return float(hi)
+    above = np.concatenate([np.cumsum(p[::-1])[::-1][1:], [0.0]])  # A_j: floors > T_j
+    with np.errstate(divide="ignore"):
+        log_e = np.logaddexp.accumulate(np.log(p) + theta * fs)  # log E_j
+        t_star = (np.log(ec) + log_e - np.log(np.maximum(target - above, 0.0))) / theta
+    t_star = np.where(target > above, t_star, np.inf)
+    nxt = np.concatenate([fs[1:], [np.inf]])
+    for j in range(fs.size):  # first segment (T_j, T_{j+1}] where the tail reaches target
+        if t_star[j] <= fs[j]:
+            return float(fs[j])
+        if t_star[j] <= nxt[j]:
+            return float(t_star[j])
+    return float("inf")  # unreachable for target in (0, 1): the last segment always crosses
 
 
 @dataclass(frozen=True)
