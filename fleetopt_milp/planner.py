@@ -377,8 +377,3 @@ def plan(scenario: Scenario, tables: PlanningTables | None = None) -> Plan:
     workload and profile) skips rebuilding the moment tables.
     """
     return candidate_plans(scenario, 1, tables)[0]
-
-
-def with_rate(scenario: Scenario, rate_rps: float) -> Scenario:
-    """The same scenario at another arrival rate."""
-    return replace(scenario, rate_rps=rate_rps)
