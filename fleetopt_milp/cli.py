@@ -46,7 +46,7 @@ def _scenario(workload: str, rate: float, slo_ms: float, percentile: float, gpu:
                   percentile=percentile, long_context_tokens=long_context, gamma_max=gamma_max,
                   compressible_share=compressible, rho_max=rho_max,
                   compression_latency_ms=compression_ms, paper_compat=paper_compat)
-    return sc, warnings
+    return sc, warnings, cat
 
 
 def _peak_factor(workload, rate_rps: float, peak_factor: float,
@@ -131,9 +131,9 @@ def plan(
     from .planner import candidate_plans
     from .report import plan_renderable
 
-    sc, warnings = _scenario(workload, rate, slo_ms, percentile, gpu, model, tp, long_context,
-                             gamma_max, compressible, rho_max, compression_ms, paper_compat,
-                             catalog)
+    sc, warnings, _ = _scenario(workload, rate, slo_ms, percentile, gpu, model, tp,
+                                long_context, gamma_max, compressible, rho_max,
+                                compression_ms, paper_compat, catalog)
     factor = _peak_factor(sc.workload, rate, peak_factor, peak_window_s)
     sc = replace(sc, rate_rps=rate * factor)
     extra = {"mean_rate_rps": rate, "peak_factor": factor} if factor != 1.0 else {}
@@ -327,7 +327,7 @@ def solve(
     """Solve the fleet MILP (Pyomo + HiGHS): K pools, several GPU types, caps and budgets."""
     from dataclasses import replace
 
-    from .hardware import load_catalog, profile_warnings, resolve_profile
+    from .hardware import profile_warnings, resolve_profile
     from .milp import FleetProblem, solve_max_rate
     from .milp import solve as run_solve
     from .plan import write_plan
@@ -338,10 +338,9 @@ def solve(
     names = [g.strip() for g in (gpus if gpus is not None else gpu).split(",") if g.strip()]
     if not names:
         raise FleetOptError("--gpus: give at least one GPU type, e.g. --gpus H100,A100")
-    sc, warnings = _scenario(workload, rate, slo_ms, percentile, names[0], model, tp,
+    sc, warnings, cat = _scenario(workload, rate, slo_ms, percentile, names[0], model, tp,
                              long_context, gamma_max, compressible, rho_max, compression_ms,
                              paper_compat, catalog)
-    cat = load_catalog(catalog)
     profiles = [sc.profile] + [resolve_profile(cat, n, model, tp) for n in names[1:]]
     for p in profiles[1:]:
         warnings += tuple(profile_warnings(p, cat))

@@ -87,8 +87,13 @@ def plan_renderable(plan: Plan) -> Group:
                 "(`fleetopt solve --min-instances 1`).", style="yellow"))
     if plan.solver:
         s = plan.solver
-        parts.append(Text(f"Solver: {s.get('status')} · objective {s.get('objective')} · "
-                          f"gap {s.get('gap')} · {s.get('seconds', 0):.3f} s"))
+        def num(x, fmt):
+            return format(x, fmt) if isinstance(x, int | float) else str(x)
+
+        parts.append(Text(f"Solver: {s.get('status')} · objective "
+                          f"${num(s.get('objective'), ',.2f')}/h · bound "
+                          f"${num(s.get('bound'), ',.2f')}/h · gap {num(s.get('gap'), '.2%')} · "
+                          f"{num(s.get('seconds', 0), '.3f')} s"))
     if plan.verification:
         v = plan.verification
         parts.append(Text(f"Verification: {v.get('summary', v)}"))
