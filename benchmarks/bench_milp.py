@@ -34,8 +34,8 @@ from _results import md_table, write_section  # noqa: E402
 from fleetopt_milp.errors import FleetOptError  # noqa: E402
 from fleetopt_milp.hardware import load_catalog, resolve_profile  # noqa: E402
 from fleetopt_milp.milp import FleetProblem, solve, solve_max_rate  # noqa: E402
-from fleetopt_milp.planner import Scenario, default_boundaries  # noqa: E402
 from fleetopt_milp.planner import plan as analytical_plan  # noqa: E402
+from fleetopt_milp.scenario import Scenario, default_boundaries  # noqa: E402
 from fleetopt_milp.workload import builtin_workloads, load_workload  # noqa: E402
 
 RATE = 1000.0

@@ -36,8 +36,9 @@ from _results import write_section  # noqa: E402
 
 from fleetopt_milp.errors import FleetOptError  # noqa: E402
 from fleetopt_milp.hardware import load_catalog, resolve_profile  # noqa: E402
-from fleetopt_milp.planner import Scenario, plan  # noqa: E402
+from fleetopt_milp.planner import plan  # noqa: E402
 from fleetopt_milp.queueing import erlang_c  # noqa: E402
+from fleetopt_milp.scenario import Scenario  # noqa: E402
 from fleetopt_milp.simulator import (  # noqa: E402
     certification_from,
     simulate,

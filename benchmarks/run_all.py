@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 if __name__ == "__main__":
-    for script in ("bench_planner.py", "bench_milp.py", "bench_simulator.py"):
+    for script in sorted(p.name for p in HERE.glob("bench_*.py")):
         print(f"== {script}", flush=True)
         subprocess.run([sys.executable, str(HERE / script)], check=True,
                        stdout=subprocess.DEVNULL)

@@ -32,7 +32,7 @@ from .hardware import (
     roofline_profile,
 )
 from .plan import Allocation, FleetSummary, Plan, PoolPlan, read_plan, write_plan
-from .planner import PlanningTables, Scenario, default_boundaries, gamma_grid, plan
+from .planner import PlanningTables, plan
 from .queueing import (
     PoolLoad,
     erlang_b,
@@ -43,6 +43,7 @@ from .queueing import (
     wait_quantile_s,
     wait_tail,
 )
+from .scenario import Scenario, default_boundaries, gamma_grid
 from .workload import (
     Trace,
     Workload,

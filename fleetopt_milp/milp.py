@@ -85,7 +85,6 @@ from .demand import Moments, MomentTable, pool_load
 from .errors import FleetOptError, InfeasibleError
 from .hardware import Profile
 from .plan import Allocation, FleetSummary, Plan, PoolPlan
-from .planner import Scenario, default_boundaries, gamma_grid
 from .queueing import (
     PoolLoad,
     min_instances,
@@ -93,6 +92,7 @@ from .queueing import (
     ttft_quantile_s,
     wait_quantile_s,
 )
+from .scenario import Scenario, default_boundaries, gamma_grid
 
 __all__ = [
     "FleetProblem",

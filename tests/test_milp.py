@@ -24,9 +24,9 @@ from fleetopt_milp.milp import (
     solve_max_rate,
     solve_model,
 )
-from fleetopt_milp.planner import Scenario, gamma_grid
 from fleetopt_milp.planner import plan as analytical_plan
 from fleetopt_milp.queueing import PoolLoad, min_instances
+from fleetopt_milp.scenario import Scenario, gamma_grid
 from fleetopt_milp.workload import load_workload
 
 

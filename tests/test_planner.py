@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetopt_milp.errors import FleetOptError, InfeasibleError
-from fleetopt_milp.planner import PlanningTables, Scenario, plan
+from fleetopt_milp.planner import PlanningTables, plan
 from fleetopt_milp.queueing import PoolLoad, min_instances
+from fleetopt_milp.scenario import Scenario
 from fleetopt_milp.workload import load_workload
 
 

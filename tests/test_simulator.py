@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from fleetopt_milp.demand import MomentTable
 from fleetopt_milp.errors import FleetOptError
 from fleetopt_milp.plan import write_plan
-from fleetopt_milp.planner import Scenario
 from fleetopt_milp.planner import plan as make_plan
 from fleetopt_milp.queueing import erlang_c
 from fleetopt_milp.routing import route, split_allocations
+from fleetopt_milp.scenario import Scenario
 from fleetopt_milp.simulator import (
     AllocationSpec,
     FleetSpec,

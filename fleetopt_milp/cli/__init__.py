@@ -35,7 +35,7 @@ def _scenario(workload: str, rate: float, slo_ms: float, percentile: float, gpu:
               compressible: float, rho_max: float, compression_ms: float, paper_compat: bool,
               catalog: list[Path]):
     from ..hardware import load_catalog, profile_warnings, resolve_profile
-    from ..planner import Scenario
+    from ..scenario import Scenario
     from ..workload import load_workload
 
     cat = load_catalog(catalog)
