@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FleetOptError
+from .scenario import band_end_tokens
 
 __all__ = ["Routed", "route", "band_ends_tokens", "split_allocations"]
 
@@ -52,9 +53,7 @@ class Routed:
 
 def band_ends_tokens(windows_tokens, gammas) -> np.ndarray:
     """``floor(gamma_k W_k)`` for each boundary ``k < K - 1`` (tokens), as MomentTable does."""
-    w = np.asarray(windows_tokens, dtype=np.int64)
-    g = np.asarray(gammas, dtype=float)
-    return np.floor(w[:-1] * g + 1e-9).astype(np.int64)
+    return band_end_tokens(np.asarray(windows_tokens, dtype=np.int64)[:-1], gammas)
 
 
 def _check(windows: np.ndarray, gammas: np.ndarray, p_c: float) -> None:

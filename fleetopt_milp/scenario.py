@@ -15,7 +15,18 @@ from .errors import FleetOptError
 from .hardware import Profile
 from .workload import Workload
 
-__all__ = ["Scenario", "default_boundaries", "gamma_grid"]
+__all__ = ["Scenario", "band_end_tokens", "default_boundaries", "gamma_grid"]
+
+#: Tolerance of ``gamma * B`` before flooring: gammas come from a rounded grid, so
+#: ``1.1 * 1000`` must give 1100 tokens, not 1099.
+BAND_END_TOL = 1e-9
+
+
+def band_end_tokens(boundary_tokens, gamma) -> np.ndarray:
+    """The end of the C&R band above boundary ``B``: ``floor(gamma B)`` tokens (MODEL.md
+    section 4), elementwise over broadcast arrays; int64. The one place this is computed."""
+    b = np.asarray(boundary_tokens, dtype=float)
+    return np.floor(b * np.asarray(gamma, dtype=float) + BAND_END_TOL).astype(np.int64)
 
 
 @dataclass(frozen=True)
