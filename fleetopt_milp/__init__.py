@@ -63,6 +63,9 @@ _LAZY = {
                   "PoolVerdict", "Verification", "FleetSpec", "AllocationSpec",
                   "fleet_from_plan"),
     "routing": ("route", "Routed"),
+    "deploy": ("deployment_set", "load_kube_settings", "render", "write_deployment",
+               "read_gateway_config", "DeploymentSet", "EngineDeployment", "GatewayConfig",
+               "PoolRoute"),
     "milp": ("FleetProblem", "ArcTables", "precompute", "build_model", "solve_model", "solve",
              "solve_max_rate", "capacity_share"),
 }
