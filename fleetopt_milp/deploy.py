@@ -154,10 +154,12 @@ class DeploymentSet:
 # ---------------------------------------------------------------------------------------
 
 
-def _model_id(plan: Plan, catalog: Catalog | None, model_id: str | None) -> tuple[str, list]:
-    """The Hugging Face id vLLM loads, and the model's window if the catalogue knows it."""
+def _model_id(plan: Plan, catalog: Catalog | None, model_id: str | None
+              ) -> tuple[str, int | None]:
+    """The Hugging Face id vLLM loads, and the model's window (tokens) if the catalogue
+    knows the model."""
     llm = catalog.find_llm(plan.model) if catalog is not None else None
-    window = [llm.max_context_tokens] if llm is not None else []
+    window = llm.max_context_tokens if llm is not None else None
     if model_id is not None:
         if not model_id.strip():
             raise FleetOptError("--model-id: give a Hugging Face id such as ORG/NAME")
@@ -232,10 +234,10 @@ def deployment_set(plan: Plan, settings: KubeSettings, *, catalog: Catalog | Non
                     f"pool {p.role!r}: the plan sends {a.load_share:.1%} of the pool's requests "
                     f"to {name}, but its Service spreads them over pods, which gives it about "
                     f"{pod_share:.1%}; route by weight to the Deployments to follow the plan")
-        if window and p.context_tokens > window[0]:
+        if window is not None and p.context_tokens > window:
             warnings.append(
                 f"pool {p.role!r}: --max-model-len {p.context_tokens} exceeds {plan.model}'s "
-                f"{window[0]}-token window, which vLLM refuses; serve a long-context model "
+                f"{window}-token window, which vLLM refuses; serve a long-context model "
                 "(e.g. Llama-3.1-70B) or plan with a smaller --long-context")
         gamma = p.gamma if k < last else 1.0
         end = int(band_end_tokens(p.context_tokens, gamma)) if k < last else p.context_tokens
