@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["KubeSettings", "load_kube_settings", "kubernetes_documents"]
 
+#: The built-in settings (not under ``$FLEETOPT_DATA_DIR``, which points at workload files).
+SETTINGS_FILE = Path(__file__).resolve().parent.parent / "data" / "kubernetes.toml"
+
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # RFC 1035 label: Service names
 _SETTING_KEYS = ("image", "port", "gpu_resource", "node_label", "hf_token_secret", "shm_size")
 _GPU_KEYS = (*(k for k in _SETTING_KEYS if k != "port"), "node_label_value")  # one port
@@ -104,14 +107,12 @@ def _settings_table(path: Path, where: str, raw: object, keys: Sequence[str]) ->
 
 def load_kube_settings(extra_paths: Sequence[Path | str] = (), *, namespace: str | None = None,
                        name_prefix: str = "fleetopt", image: str | None = None) -> KubeSettings:
-    """Read data/kubernetes.toml, then each of ``extra_paths`` (same schema, overriding
-    field by field). ``image`` replaces the serving image of every GPU. One-line
-    :class:`FleetOptError` for a missing or malformed file."""
-    from .workload import data_dir
-
+    """Read :data:`SETTINGS_FILE` (data/kubernetes.toml), then each of ``extra_paths``
+    (same schema, overriding field by field). ``image`` replaces the serving image of every
+    GPU. One-line :class:`FleetOptError` for a missing or malformed file."""
     defaults: dict = {}
     gpus: dict[str, dict] = {}
-    for path in (data_dir() / "kubernetes.toml", *(Path(p).expanduser() for p in extra_paths)):
+    for path in (SETTINGS_FILE, *(Path(p).expanduser() for p in extra_paths)):
         try:
             data = tomllib.loads(path.read_text())
         except OSError as exc:
