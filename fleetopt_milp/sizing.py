@@ -24,7 +24,7 @@ from .errors import FleetOptError
 from .poolload import PoolLoad, QueueBatch
 from .queueing import _erlang_c_stable, erlang_c, ttft_miss_probability, wait_quantile_s
 
-__all__ = ["min_instances"]
+__all__ = ["min_instances", "redundancy_floor", "slo_excess"]
 
 
 def _unservable(load: PoolLoad, idx: np.ndarray, slo_s: float, q: float,
@@ -37,8 +37,8 @@ def _unservable(load: PoolLoad, idx: np.ndarray, slo_s: float, q: float,
     return np.sum(np.where(load.floor_s >= slo_s, fp, 0.0), axis=-1) >= (1.0 - q)
 
 
-def _excess(b: QueueBatch, slo_s: float, q: float, paper_rule: bool) -> np.ndarray:
-    """Excess of the SLO test for a batch of queues (> 0 means it fails).
+def slo_excess(b: QueueBatch, slo_s: float, q: float, paper_rule: bool) -> np.ndarray:
+    """Excess of the SLO test for a batch of queues (> 0 means it fails), docs/model.md §3.
 
     Tail rule: P(TTFT > SLO) - (1 - q). Paper rule: P``q`` wait + mean floor - SLO, in
     seconds. The tail rule skips the class sum where the fixed share plus Erlang C already
@@ -64,7 +64,7 @@ def _excess(b: QueueBatch, slo_s: float, q: float, paper_rule: bool) -> np.ndarr
 def _fails(load: PoolLoad, idx: np.ndarray, n_inst: np.ndarray, slo_s: float, q: float,
            paper_rule: bool, rho_max: float) -> np.ndarray:
     b = load.at(idx, n_inst)
-    bad = _excess(b, slo_s, q, paper_rule) > 0
+    bad = slo_excess(b, slo_s, q, paper_rule) > 0
     if load.load_dependent:  # the cap moves with the size: test it at every size
         bad |= (b.servers <= b.offered_load) | (b.utilization > rho_max * (1 + 1e-12))
     return bad
@@ -131,3 +131,13 @@ def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
     if busy.size:
         result[busy] = _search_numpy(load, busy, slo_s, q, rho_max, paper_rule)
     return result
+
+
+def redundancy_floor(counts: np.ndarray, busy: np.ndarray, min_per_pool: int) -> np.ndarray:
+    """``max(N, min_per_pool)`` where a pool gets requests (``busy``, broadcast against
+    ``counts``) and can be served (``N >= 0``); ``-1`` and idle pools are kept as they are.
+    A new array (int64)."""
+    out = np.array(counts, dtype=np.int64)
+    lift = np.broadcast_to(busy, out.shape) & (out >= 0)
+    out[lift] = np.maximum(out[lift], min_per_pool)
+    return out

@@ -183,3 +183,13 @@ def test_load_dependent_model_plugs_into_the_sizing():
                 break
         assert got[i] == n
         assert got[i] > min_instances(base.take([i]), 0.5, 99.0, 0.85)[0]
+
+
+def test_redundancy_floor_lifts_only_busy_servable_pools():
+    from fleetopt_milp.sizing import redundancy_floor
+
+    counts = np.array([[0, 1], [3, -1], [0, 5]])
+    busy = np.array([True, True, False])[:, None]
+    got = redundancy_floor(counts, busy, 2)
+    assert got.tolist() == [[2, 2], [3, -1], [0, 5]]
+    assert counts.tolist() == [[0, 1], [3, -1], [0, 5]]  # the input is not changed
