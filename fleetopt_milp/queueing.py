@@ -4,16 +4,20 @@ A pool (or one allocation of a pool) is an M/G/c queue whose servers are KV slot
 (docs/model.md §3): ``c = instances * slots_per_instance``, each slot serving at rate
 ``1 / E[S]``. Units: rates in requests per second, times in seconds, loads in Erlangs.
 
-- The closed forms (:func:`erlang_b`, :func:`erlang_c`, :func:`wait_tail`,
-  :func:`wait_quantile_s`, :func:`ttft_miss_probability`, :func:`ttft_quantile_s`) are
-  vectorised over numpy arrays and stable for ``c`` up to 10^6. They are the reference
-  every other implementation (the compiled sizing kernel) is tested against.
+- The array forms (:func:`erlang_b`, :func:`erlang_c`, :func:`wait_tail`,
+  :func:`wait_quantile_s`, :func:`ttft_miss_probability`) are vectorised over numpy arrays
+  of queues and stable for ``c`` up to 10^6 (scipy's incomplete gamma). They serve batches
+  of candidates (the sizing's numpy path, the MILP) and are the reference the compiled
+  forms of :mod:`fleetopt_milp._sizing` are tested against.
 - :class:`Queue` is one queue at a given size; :class:`QueueMix` a traffic-weighted
   mixture of queues (a pool split over allocations of several GPU types, or a fleet of
   pools). Every figure of a queue or a mixture (utilization, TTFT quantile, share over
   the SLO, waits) is computed by their methods, and :func:`pool_figures` gathers them in
-  one :class:`PoolFigures` record. Quantiles are inverted in one place,
-  :meth:`QueueMix.ttft_quantile_s`: closed form for one queue, bisection for a mixture.
+  one :class:`PoolFigures` record. A queue computes its Erlang C once, with the compiled
+  series (numba, loaded on first use), and its TTFT tail and quantile with the compiled
+  closed forms. Quantiles are inverted in one place, :meth:`QueueMix.ttft_quantile_s`
+  (and its wait twin): the queue's closed form when one queue has traffic, bisection for
+  a mixture.
 
 :class:`~fleetopt_milp.poolload.PoolLoad` (the demand of candidate pools, before a size
 is chosen) and :func:`~fleetopt_milp.sizing.min_instances` are re-exported here.

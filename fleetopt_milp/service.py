@@ -40,6 +40,10 @@ reads). So a model in which the size changes the queue plugs in by returning a
   ``ceil(a / (slots rho_max))`` is not a valid lower bound under the model (it must
   never exceed the true minimum; the search is a doubling then a bisection from it, so
   the SLO test must be monotone in the size);
+- keeps the base fields meaningful without a size: ``rate_rps`` (the sizing skips pools
+  without traffic), ``slots_per_instance``, and ``floor_s``/``floor_prob`` as the floors'
+  lower limit over all sizes (a pool whose floors alone miss the SLO there is flagged
+  ``-1`` without a search);
 - keeps any extra per-candidate fields as arrays over candidates, so that
   :meth:`~fleetopt_milp.poolload.PoolLoad.take`, ``scaled`` and ``concat`` carry them.
 
