@@ -9,8 +9,8 @@ evaluation uses the exact Erlang C.
 
 Two implementations of that one search:
 
-- the compiled kernel (:mod:`fleetopt_milp._sizing`, numba, loaded on the first sizing so
-  ``import fleetopt_milp`` stays light), used for slot-model loads;
+- the compiled kernel (:mod:`fleetopt_milp._sizing`, numba), used for slot-model loads
+  once loaded (:func:`~fleetopt_milp.queueing.compiled_kernels` says when);
 - the numpy path below, which evaluates :meth:`PoolLoad.at` at every size it tries. It
   serves load-dependent service models and is the reference the kernel is tested and
   benchmarked against (``use_kernel=False``).
@@ -22,7 +22,14 @@ import numpy as np
 
 from .errors import FleetOptError
 from .poolload import PoolLoad, QueueBatch
-from .queueing import _erlang_c_stable, erlang_c, ttft_miss_probability, wait_quantile_s
+from .queueing import (
+    _erlang_c_stable,
+    compiled_kernels,
+    erlang_c,
+    load_compiled_kernels,
+    ttft_miss_probability,
+    wait_quantile_s,
+)
 
 __all__ = ["min_instances", "redundancy_floor", "slo_excess"]
 
@@ -102,25 +109,29 @@ def _search_numpy(load: PoolLoad, busy: np.ndarray, slo_s: float, q: float, rho_
 
 def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
                   rho_max: float = 0.85, paper_rule: bool = False,
-                  use_kernel: bool = True) -> np.ndarray:
+                  use_kernel: bool | None = None) -> np.ndarray:
     """Minimum instances per candidate pool meeting the TTFT SLO and the utilization cap.
 
     docs/model.md §3: the smallest ``n`` with ``rho = a / (n slots) <= rho_max`` and
     ``P(TTFT > slo_s) <= 1 - q`` (tail rule) or, with ``paper_rule``, P``q`` wait plus
     mean prefill ``<= slo_s`` (the FleetOpt paper's rule). Pools with no traffic need 0.
     Returns an int64 array; ``-1`` marks pools that no instance count can serve because
-    their TTFT floors alone miss the SLO. ``use_kernel=False`` forces the numpy path
-    (the reference; load-dependent service models always take it).
+    their TTFT floors alone miss the SLO.
+
+    ``use_kernel``: ``None`` takes the compiled kernel if this process has loaded it
+    (:func:`~fleetopt_milp.queueing.compiled_kernels`), ``True`` loads it, ``False`` forces
+    the numpy path (the reference). Both give the same counts; load-dependent service
+    models always take the numpy path.
     """
     if not 0 < percentile < 100:
         raise FleetOptError(f"percentile={percentile}: must be strictly between 0 and 100")
     if not 0 < rho_max <= 1:
         raise FleetOptError(f"rho_max={rho_max}: the utilization cap must be in (0, 1]")
     q = percentile / 100.0
-    if use_kernel and not load.load_dependent:
-        from . import _sizing  # numba: compiled (or loaded from cache) on first use
-
-        return _sizing.min_instances(load, slo_s, q, rho_max, paper_rule)
+    kernels = (load_compiled_kernels() if use_kernel
+               else compiled_kernels() if use_kernel is None else None)
+    if kernels is not None and not load.load_dependent:
+        return kernels.min_instances(load, slo_s, q, rho_max, paper_rule)
     result = np.zeros(len(load), dtype=np.int64)
     busy = np.flatnonzero(load.rate_rps > 0)
     if busy.size == 0:
