@@ -107,6 +107,31 @@ def _search_numpy(load: PoolLoad, busy: np.ndarray, slo_s: float, q: float, rho_
     return out
 
 
+#: Largest instance count a pool may need; beyond it the input is not a fleet to plan.
+MAX_INSTANCES = 10**12
+
+
+def _check(load: PoolLoad, rho_max: float) -> None:
+    """Refuse loads no size can be searched for: non-finite or negative figures, pools with
+    traffic but no slots, or a utilization bound beyond :data:`MAX_INSTANCES`."""
+    rate, es, cs2 = load.rate_rps, load.mean_service_s, load.cs2
+    if not (np.all(np.isfinite(rate)) and np.all(rate >= 0)):
+        raise FleetOptError("pool load: every arrival rate must be a finite number >= 0 req/s")
+    busy = rate > 0
+    if not np.any(busy):
+        return
+    slots = load.slots_per_instance[busy]
+    if not (np.all(np.isfinite(es[busy]) & (es[busy] > 0)) and np.all(
+            np.isfinite(cs2[busy]) & (cs2[busy] >= 0)) and np.all(slots >= 1)):
+        raise FleetOptError("pool load: a pool with traffic needs a finite mean service time "
+                            "> 0 s, a finite cs2 >= 0 and at least one KV slot per instance")
+    bound = float(np.max(load.offered_load[busy] / (slots * rho_max)))
+    if not bound <= MAX_INSTANCES:
+        raise FleetOptError(f"pool load: a pool would need about {bound:.3g} instances (more "
+                            f"than {MAX_INSTANCES:.0e}); check the arrival rate and the "
+                            "service times")
+
+
 def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
                   rho_max: float = 0.85, paper_rule: bool = False,
                   use_kernel: bool | None = None) -> np.ndarray:
@@ -128,6 +153,7 @@ def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
     if not 0 < rho_max <= 1:
         raise FleetOptError(f"rho_max={rho_max}: the utilization cap must be in (0, 1]")
     q = percentile / 100.0
+    _check(load, rho_max)
     kernels = (load_compiled_kernels() if use_kernel
                else compiled_kernels() if use_kernel is None else None)
     if kernels is not None and not load.load_dependent:
