@@ -18,7 +18,7 @@ subtract; a service model (:mod:`~fleetopt_milp.service`) turns them into a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -43,18 +43,22 @@ class Moments:
     s2: np.ndarray
     floor_mass: np.ndarray
 
+    def _map(self, op, other=None) -> Moments:
+        """``op`` applied field by field (with ``other``'s matching field if given)."""
+        return type(self)(*(op(getattr(self, f.name), None if other is None else
+                               getattr(other, f.name)) for f in fields(self)))
+
     def __add__(self, other: Moments) -> Moments:
-        return Moments(self.mass + other.mass, self.s1 + other.s1, self.s2 + other.s2,
-                       self.floor_mass + other.floor_mass)
+        return self._map(np.add, other)
 
     def __sub__(self, other: Moments) -> Moments:
-        return Moments(self.mass - other.mass, self.s1 - other.s1, self.s2 - other.s2,
-                       self.floor_mass - other.floor_mass)
+        return self._map(np.subtract, other)
 
     def scaled(self, factor) -> Moments:
+        """Every sum times ``factor`` (a scalar, or one value per candidate)."""
         f = np.asarray(factor, float)
-        return Moments(self.mass * f, self.s1 * f, self.s2 * f,
-                       self.floor_mass * np.reshape(f, np.shape(f) + (1,) * (self.floor_mass.ndim - np.ndim(f))))
+        return self._map(lambda x, _: x * np.reshape(f, np.shape(f) + (1,) * (np.ndim(x)
+                                                                            - np.ndim(f))))
 
 
 def _ceil_div(x: np.ndarray, d: int) -> np.ndarray:
