@@ -16,6 +16,7 @@ symbol                 Pyomo component         meaning
 ``x[a]``               ``model.x``             binary: pool ``a`` is in the fleet
 ``y[a,t]``             ``model.y``             binary: pool ``a`` on type ``t`` alone, ``N1`` instances
 ``w[a]``               ``model.w``             binary: pool ``a`` is mixed
+``mix[a]``             ``model.mix``           Block of mixed pool ``a in M`` (below)
 ``s[a,t]``             ``model.mix[a].s[t]``   share of pool ``a``'s requests on type ``t``
 ``n[a,t]``             ``model.mix[a].n[t]``   instances of type ``t`` in mixed pool ``a``
 ``L[a]``               ``model.mix[a].L``      capacity levels ``(t, i)`` of the pool
@@ -27,6 +28,12 @@ symbol                 Pyomo component         meaning
 ``gpus[g]``            ``model.gpus``          GPUs of GPU type ``g`` (expression)
 ``usd_per_hour``       ``model.usd_per_hour``  the fleet's cost, USD/h (the objective ``cost``)
 ``n_pools``            ``model.n_pools``       pools in the fleet (expression)
+``P`` / ``G``          ``model.P`` / ``G``     profile names / GPU names (index the two above)
+``K_max``              ``model.max_pools``     ``n_pools <= K``
+``cap[g]``             ``model.caps``          ``gpus[g] <= cap_g`` (availability)
+``G_max``              ``model.total_gpus``    ``sum_g gpus[g] <= max_total_gpus``
+``B_usd``              ``model.budget``        ``usd_per_hour <= budget``
+                       ``model.cost``          objective: minimise ``usd_per_hour``
 =====================  ======================  =============================================
 
 With ``mixing="filler"`` a mixed pool has no levels: ``s`` and ``n`` are expressions of
