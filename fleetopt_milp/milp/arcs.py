@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..demand import Moments, MomentTable, pool_load
+from ..demand import Moments, MomentTable
 from ..errors import FleetOptError
-from ..queueing import PoolLoad, min_instances
+from ..poolload import PoolLoad
 from ..scenario import band_end_tokens, default_boundaries, gamma_grid
+from ..service import service_model
+from ..sizing import min_instances
 from ..workload import Workload
 from .capacity import TypeLoads, capacity_share
 from .problem import FleetProblem
@@ -222,7 +224,8 @@ def arc_loads(problem: FleetProblem, table: MomentTable, node_tokens, node_gamma
               ) -> tuple[PoolLoad, Moments]:
     """Exact :class:`PoolLoad` and moments of arcs ``u -> v`` under one type's table
     (docs/model.md §3-4): the plain range, less ``p_c`` of the band compressed down out
-    of it, plus ``p_c`` of the band compressed into it."""
+    of it, plus ``p_c`` of the band compressed into it; the load is the scenario's
+    service model's (:mod:`fleetopt_milp.service`)."""
     s = problem.scenario
     pc = s.compressible_share
     sink = node_tokens.size - 1
@@ -241,7 +244,7 @@ def arc_loads(problem: FleetProblem, table: MomentTable, node_tokens, node_gamma
             b = np.where(into, hi, bnd[0])
             g = np.where(into, node_gamma[v], 1.0)
             m = m + table.band_compressed(b, g).scaled(pc)
-    return pool_load(m, table, hi, s.rate_rps), m
+    return service_model(s.service_model).pool_load(m, table, hi, s.rate_rps), m
 
 
 def fluid_counts(problem: FleetProblem, graph: CandidateGraph, idx: np.ndarray) -> np.ndarray:

@@ -18,17 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..queueing import (
-    PoolLoad,
-    min_instances,
-    ttft_miss_probability,
-    wait_quantile_s,
-)
+from ..poolload import PoolLoad
+from ..queueing import ttft_miss_probability, wait_quantile_s
+from ..sizing import min_instances
 from .problem import EPS_USD, FleetProblem
 
 __all__ = ["CAPACITY_MARGIN", "LEVEL_MERGE_TOLERANCE", "FILLER_MAX_INSTANCES", "TypeLoads",
            "CapacityLevels", "FillerColumns", "capacity_share", "levels", "filler_columns",
-           "two_cheapest", "take"]
+           "two_cheapest"]
 
 LEVEL_MERGE_TOLERANCE = 0.002
 """Capacity levels whose per-instance capacity exceeds the level below by less than this
@@ -44,13 +41,6 @@ tolerance (1e-7) can never turn a level into an over-count (docs/solver.md)."""
 
 _BISECTIONS = 45       # relative precision 2^-45 ~ 3e-14 of the utilization bound
 _NUDGES = 4            # times X is scaled by (1 - 1e-7) until N(X) <= k is confirmed
-
-
-def take(load: PoolLoad, idx, share) -> PoolLoad:
-    """The pools ``idx`` of ``load`` carrying ``share`` of their requests."""
-    fs = load.floor_s if np.ndim(load.floor_s) == 1 else load.floor_s[idx]
-    return PoolLoad(load.rate_rps[idx] * share, load.mean_service_s[idx], load.cs2[idx],
-                    load.slots_per_instance[idx], fs, load.floor_prob[idx])
 
 
 @dataclass(frozen=True)
@@ -69,32 +59,28 @@ class TypeLoads:
         order = np.argsort(self.arcs, kind="stable")
         return order[np.searchsorted(self.arcs[order], arcs)]
 
-    def of(self, arcs: np.ndarray, share=1.0) -> PoolLoad:
-        """The load of ``arcs`` at ``share`` of their requests."""
-        return take(self.load, self.rows(arcs), share)
+    def of(self, arcs: np.ndarray) -> PoolLoad:
+        """The loads of ``arcs``."""
+        return self.load.take(self.rows(arcs))
 
     def extended(self, arcs: np.ndarray, load: PoolLoad) -> TypeLoads:
         """These loads plus those of new ``arcs``."""
-        old = self.load
-        cat = PoolLoad(*(np.concatenate([getattr(old, f), getattr(load, f)]) for f in
-                         ("rate_rps", "mean_service_s", "cs2", "slots_per_instance")),
-                       old.floor_s, np.concatenate([old.floor_prob, load.floor_prob]))
-        return TypeLoads(np.concatenate([self.arcs, arcs]), cat)
+        return TypeLoads(np.concatenate([self.arcs, arcs]), PoolLoad.concat([self.load, load]))
 
 
-def _slo_ok(problem: FleetProblem, load: PoolLoad, idx, servers, share) -> np.ndarray:
-    """The SLO test of docs/model.md §3 for pools ``idx`` at ``servers`` slots and a share."""
+def _slo_ok(problem: FleetProblem, load: PoolLoad, idx, instances, share) -> np.ndarray:
+    """The SLO test of docs/model.md §3 for pools ``idx`` at ``instances`` instances
+    carrying ``share`` of their requests (the rule in force: tail, or the paper's)."""
     s = problem.scenario
     q = s.percentile / 100.0
     slo = s.slo_ms * 1e-3
-    a = load.offered_load[idx] * share
-    es = load.mean_service_s[idx]
-    cs2 = load.cs2[idx]
+    b = load.at(idx, instances)
+    a = b.offered_load * share
     if s.paper_compat:
-        w = wait_quantile_s(q, servers, a, es, cs2)
-        return np.asarray(w + load.mean_floor_s[idx] <= slo)
-    fs = load.floor_s if np.ndim(load.floor_s) == 1 else load.floor_s[idx]
-    miss = ttft_miss_probability(slo, servers, a, es, cs2, fs, load.floor_prob[idx])
+        w = wait_quantile_s(q, b.servers, a, b.mean_service_s, b.cs2)
+        return np.asarray(w + b.mean_floor_s <= slo)
+    miss = ttft_miss_probability(slo, b.servers, a, b.mean_service_s, b.cs2, b.floor_s,
+                                 b.floor_prob)
     return np.asarray(miss <= 1.0 - q)
 
 
@@ -127,7 +113,7 @@ def capacity_share(problem: FleetProblem, load: PoolLoad, idx, instances) -> np.
         return x
     li = np.flatnonzero(live)
     x_rho = servers[li] * s.rho_max / a1[li]
-    ok = _slo_ok(problem, load, idx[li], servers[li], x_rho)
+    ok = _slo_ok(problem, load, idx[li], k[li], x_rho)
     x[li[ok]] = x_rho[ok]
     todo = li[~ok]
     if todo.size:
@@ -135,7 +121,7 @@ def capacity_share(problem: FleetProblem, load: PoolLoad, idx, instances) -> np.
         hi = servers[todo] * s.rho_max / a1[todo]
         for _ in range(_BISECTIONS):
             mid = 0.5 * (lo + hi)
-            good = _slo_ok(problem, load, idx[todo], servers[todo], mid)
+            good = _slo_ok(problem, load, idx[todo], k[todo], mid)
             lo = np.where(good, mid, lo)
             hi = np.where(good, hi, mid)
         x[todo] = lo
@@ -143,7 +129,7 @@ def capacity_share(problem: FleetProblem, load: PoolLoad, idx, instances) -> np.
         check = np.flatnonzero(x > 0)
         if not check.size:
             break
-        n = _min_instances(problem, take(load, idx[check], x[check]))
+        n = _min_instances(problem, load.take(idx[check]).scaled(x[check]))
         bad = (n > k[check]) | (n < 0)
         if not np.any(bad):
             break
@@ -151,7 +137,7 @@ def capacity_share(problem: FleetProblem, load: PoolLoad, idx, instances) -> np.
     else:
         check = np.flatnonzero(x > 0)
         if check.size:
-            n = _min_instances(problem, take(load, idx[check], x[check]))
+            n = _min_instances(problem, load.take(idx[check]).scaled(x[check]))
             x[check[(n > k[check]) | (n < 0)]] = 0.0
     return x
 
@@ -313,7 +299,7 @@ def filler_columns(problem: FleetProblem, loads: tuple[TypeLoads | None, ...],
                 if not np.any(ok):
                     continue
                 rr = r1[ok]
-                n1 = _min_instances(problem, take(loads[t1].load, li1[ok], 1.0 - x2[ok]))
+                n1 = _min_instances(problem, loads[t1].load.take(li1[ok]).scaled(1.0 - x2[ok]))
                 n1 = np.where(n1 >= 1, np.maximum(n1, mmin - k), n1)
                 good = (n1 >= 1) & (n1 < counts[rr, t1])
                 cost = np.where(good, price[t1] * n1 + price[t2] * k, np.inf)

@@ -22,13 +22,9 @@ from pyomo.contrib.appsi.solvers import Highs
 
 from ..errors import FleetOptError, InfeasibleError
 from ..plan import Allocation, Plan, PoolPlan
-from ..queueing import (
-    PoolLoad,
-    min_instances,
-    ttft_miss_probability,
-    ttft_quantile_s,
-    wait_quantile_s,
-)
+from ..poolload import PoolLoad
+from ..queueing import PoolFigures, Queue, QueueMix, pool_figures
+from ..sizing import min_instances
 from .capacity import capacity_share
 from .diagnose import diagnose
 from .model import MIXED_BLOCK, add_pools, build_model, user_constraints
@@ -286,87 +282,48 @@ _ROLES = {1: ("homogeneous",), 2: ("short", "long"), 3: ("short", "medium", "lon
           4: ("short", "medium-1", "medium-2", "long")}
 
 
-def _alloc_figures(problem: FleetProblem, load: PoolLoad, n: int, share: float):
-    """(utilization, TTFT at the percentile in ms, share over the SLO) of one allocation."""
+def _figures(problem: FleetProblem, queues: Queue | QueueMix) -> PoolFigures:
+    """The figures of an allocation or a pool by the rule in force (docs/model.md §3)."""
     s = problem.scenario
-    q = s.percentile / 100.0
-    a = float(load.offered_load[0]) * share
-    if n <= 0 or a <= 0:
-        return 0.0, 0.0, 0.0
-    c = n * int(load.slots_per_instance[0])
-    es, cs2 = float(load.mean_service_s[0]), float(load.cs2[0])
-    fs = load.floor_s if np.ndim(load.floor_s) == 1 else load.floor_s[0]
-    fp = load.floor_prob[0]
-    miss = float(ttft_miss_probability(s.slo_ms * 1e-3, c, a, es, cs2, fs, fp)[0])
-    if s.paper_compat:
-        ttft = float(wait_quantile_s(q, c, a, es, cs2)) + float(load.mean_floor_s[0])
-    else:
-        keep = fp > 0
-        ttft = ttft_quantile_s(q, c, a, es, cs2, fs[keep], fp[keep])
-    return a / c, ttft * 1e3, miss
-
-
-def _mixture_quantile_ms(problem: FleetProblem, parts: list[Allocated]) -> float:
-    """TTFT at the percentile of a pool whose requests split over allocations ``parts``:
-    solves ``sum_j x_j P_j(TTFT > t) = 1 - q`` by bisection."""
-    s = problem.scenario
-    q = s.percentile / 100.0
-
-    def tail(t):
-        tot = 0.0
-        for al in parts:
-            load = al.load
-            a = float(load.offered_load[0]) * al.share
-            c = al.instances * int(load.slots_per_instance[0])
-            fs = load.floor_s if np.ndim(load.floor_s) == 1 else load.floor_s[0]
-            tot += al.share * float(ttft_miss_probability(
-                t, c, a, float(load.mean_service_s[0]), float(load.cs2[0]), fs,
-                load.floor_prob[0])[0])
-        return tot
-    lo, hi = 0.0, 1.0
-    while tail(hi) > 1.0 - q and hi < 1e6:
-        hi *= 2.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if tail(mid) > 1.0 - q else (lo, mid)
-    return hi * 1e3
+    return pool_figures(queues, s.slo_ms * 1e-3, s.percentile, s.paper_compat)
 
 
 def _pool_plan(tables: ArcTables, a: int, role: str, last: bool,
                allocated: list[Allocated]) -> PoolPlan:
-    """The plan of chosen pool ``a``: each allocation's figures, the pool's utilization,
-    TTFT at the percentile (of the mixture when split) and share over the SLO."""
+    """The plan of chosen pool ``a``: each allocation's figures, and the pool's as the
+    mixture of its allocations' queues (its TTFT under the paper's rule is the largest
+    allocation's, the rule each allocation was sized by)."""
     pb = tables.problem
     s = pb.scenario
     rate = s.rate_rps * float(tables.mass[a])
-    allocs, parts, busy, cap, miss = [], [], 0.0, 0.0, 0.0
+    allocs, queues = [], []
     for al in allocated:
         prof = tables.profiles[al.type]
-        load, n, share = al.load, al.instances, al.share
-        util, ttft_ms, m_share = _alloc_figures(pb, load, n, share)
+        load, n = al.load, al.instances
+        queue = load.queue(0, n, al.share)
+        queues.append(queue)
+        fig = _figures(pb, queue) if n > 0 and queue.offered_load > 0 else None
         allocs.append(Allocation(
             profile=prof.name, gpu=prof.gpu, model=prof.model, tp=prof.tp, instances=n,
-            load_share=share, rate_rps=rate * share,
+            load_share=al.share, rate_rps=rate * al.share,
             slots_per_instance=int(load.slots_per_instance[0]),
             usd_per_gpu_hour=prof.usd_per_gpu_hour, usd_per_hour=n * prof.usd_per_instance_hour,
             mean_service_s=float(load.mean_service_s[0]), cs2=float(load.cs2[0]),
-            utilization=util, p99_ttft_ms=ttft_ms, slo_miss_share=m_share))
-        busy += float(load.offered_load[0]) * share
-        cap += n * int(load.slots_per_instance[0])
-        miss += share * m_share
-        if n > 0 and share > 0:
-            parts.append(al)
-    if len(parts) > 1 and not s.paper_compat:
-        ttft = _mixture_quantile_ms(pb, parts)
-    else:
-        ttft = max((al.p99_ttft_ms for al in allocs), default=0.0)
+            utilization=fig.utilization if fig else 0.0,
+            p99_ttft_ms=fig.ttft_ms if fig else 0.0,
+            slo_miss_share=fig.slo_miss_share if fig else 0.0))
+    live = [al.instances > 0 and al.share > 0 for al in allocated]
+    pool = _figures(pb, QueueMix(tuple(queues), tuple(
+        al.share if ok else 0.0 for al, ok in zip(allocated, live, strict=True))))
+    ttft = pool.ttft_ms if sum(live) > 1 and not s.paper_compat else \
+        max((al.p99_ttft_ms for al in allocs), default=0.0)
     u, v = int(tables.arc_u[a]), int(tables.arc_v[a])
     return PoolPlan(
         role=role, lo_tokens=int(tables.node_tokens[u]),
         context_tokens=int(tables.node_tokens[v]),
         gamma=1.0 if last else float(tables.node_gamma[v]), allocations=tuple(allocs),
         rate_rps=rate, compressed_in_rps=s.rate_rps * float(tables.compressed_in[a]),
-        utilization=busy / cap if cap else 0.0, p99_ttft_ms=ttft, slo_miss_share=miss)
+        utilization=pool.utilization, p99_ttft_ms=ttft, slo_miss_share=pool.slo_miss_share)
 
 
 def _plan(tables: ArcTables, pools_allocs: dict[int, list[Allocated]], solver: dict,

@@ -32,7 +32,7 @@ import numpy as np
 from ..demand import MomentTable
 from ..hardware import Profile
 from ..plan import FleetSummary
-from ..queueing import PoolLoad
+from ..poolload import PoolLoad
 from .arcs import (
     NOT_SIZED,
     CandidateGraph,
