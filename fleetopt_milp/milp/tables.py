@@ -369,6 +369,19 @@ def _compressed_in(problem: FleetProblem, graph: CandidateGraph, arcs: np.ndarra
     return out
 
 
+class _Laps:
+    """Wall time of each stage of :func:`precompute`, seconds."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self.last
+        self.last = now
+
+
 def precompute(problem: FleetProblem, prune: bool = True,
                bound: float | None = None, keep_outer: bool = False) -> ArcTables:
     """Exact tables for the MILP of ``problem`` (docs/milp.md §2-6): nodes, kept arcs,
@@ -378,39 +391,30 @@ def precompute(problem: FleetProblem, prune: bool = True,
     best fleet found here, and ``keep_outer`` keeps every one- and two-pool candidate
     whatever the bound (:func:`~fleetopt_milp.milp.solve_model` uses both to grow a
     model). ``seconds`` holds each stage's wall time."""
-    timings: dict[str, float] = {}
-    clock = [time.perf_counter()]
-    t0 = clock[0]
-
-    def lap(name: str) -> None:
-        now = time.perf_counter()
-        timings[name] = now - clock[0]
-        clock[0] = now
-
+    laps = _Laps()
     problem = problem.validated()
     rule = PruneRule(prune, bound)
     graph = candidate_graph(problem)
-    lap("tables_s")
+    laps.lap("tables_s")
     sizes, warm = _outer_stage(problem, graph)
-    lap("outer_s")
+    laps.lap("outer_s")
     keep = _fluid_stage(problem, graph, sizes, warm, rule.upper(warm))
-    lap("fluid_prune_s")
-    timings["fluid_survivors"] = float(keep.sum())
-    clock[0] = time.perf_counter()
+    laps.lap("fluid_prune_s")
     sizes, sel = _exact_stage(problem, graph, sizes, keep, warm, rule)
-    lap("exact_s")
+    laps.lap("exact_s")
     sel = _filler_stage(problem, graph, sizes, sel, rule)
     if keep_outer:
         sel = _with_outer(problem, graph, sel)
     arcs = sel.kept[sel.keep]
     fill = sel.fill.subset(sel.keep)
-    lap("filler_s")
+    laps.lap("filler_s")
     lv, mix = _levels_stage(problem, sizes, arcs, sel.mix[sel.keep])
-    lap("levels_s")
+    laps.lap("levels_s")
     outer = np.flatnonzero(graph.outer)
     base, who = baselines(problem, graph.node_tokens, graph.node_gamma, graph.u[outer],
                           graph.v[outer], sizes.counts[outer])
-    timings["total_s"] = time.perf_counter() - t0
+    timings = {**laps.seconds, "fluid_survivors": float(keep.sum()),
+               "total_s": time.perf_counter() - laps.start}
     assert not np.any(sizes.counts[arcs] == NOT_SIZED)
     return ArcTables(
         problem=problem, profiles=problem.types, tables=graph.tables,
