@@ -552,10 +552,11 @@ def test_model_components_are_the_documented_symbols():
     for key in m.M:
         blk = m.mix[key]
         assert [c.local_name for c in blk.component_objects(descend_into=False)
-                if not c.local_name.endswith("_index")] == [
-            "L", "K", "z", "m", "n", "s", "low", "high", "one_level", "count", "capacity",
-            "split"]
+                if not c.local_name.endswith("_index")] == ["L", "K", "z", "m", "n", "s"]
         assert len(blk.K) >= 2 and {t for t, _ in blk.L} == set(blk.K)
+        assert {(t, i) for (*k, t, i) in m.ML if tuple(k) == key} == set(blk.L)
+        assert all(key + (t, i) in m.low and key + (t, i) in m.high for t, i in blk.L)
+        assert all(key + (t,) in m.capacity for t in blk.K) and key in m.split
 
 
 def test_capacity_levels_never_under_count():

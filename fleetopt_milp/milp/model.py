@@ -16,14 +16,22 @@ symbol                 Pyomo component         meaning
 ``x[a]``               ``model.x``             binary: pool ``a`` is in the fleet
 ``y[a,t]``             ``model.y``             binary: pool ``a`` on type ``t`` alone, ``N1`` instances
 ``w[a]``               ``model.w``             binary: pool ``a`` is mixed
-``mix[a]``             ``model.mix``           Block of mixed pool ``a in M`` (below)
+``mix[a]``             ``model.mix``           Block of mixed pool ``a in M``: its variables
 ``s[a,t]``             ``model.mix[a].s[t]``   share of pool ``a``'s requests on type ``t``
 ``n[a,t]``             ``model.mix[a].n[t]``   instances of type ``t`` in mixed pool ``a``
 ``L[a]``               ``model.mix[a].L``      capacity levels ``(t, i)`` of the pool
 ``z[a,t,i]``           ``model.mix[a].z``      binary: level ``i`` of type ``t`` is used
 ``m[a,t,i]``           ``model.mix[a].m``      instances in level ``i``'s segment
+``MT`` / ``ML``        ``model.MT`` / ``ML``   ``(u, v, t)`` / ``(u, v, t, i)`` of mixed pools' types / levels
 ``flow[v]``            ``model.flow``          ``sum_out x - sum_in x = 1 / 0 / -1``
 ``pick[a]``            ``model.pick``          ``x[a] = sum_t y[a,t] + w[a]``
+``split[a]``           ``model.split``         ``sum_t s[a,t] = w[a]``
+``one_level[a,t]``     ``model.one_level``     ``sum_i z[a,t,i] <= w[a]``
+``low[a,t,i]``         ``model.low``           ``m[a,t,i] >= k_i z[a,t,i]``
+``high[a,t,i]``        ``model.high``          ``m[a,t,i] <= hi_i z[a,t,i]``
+``count[a,t]``         ``model.count``         ``n[a,t] = sum_i m[a,t,i]``
+``capacity[a,t]``      ``model.capacity``      ``s[a,t] <= sum_i r_i m[a,t,i]``
+``redundancy[a]``      ``model.redundancy``    ``sum_t n[a,t] >= min_instances w[a]``
 ``instances[p]``       ``model.instances``     instances of profile ``p`` (expression)
 ``gpus[g]``            ``model.gpus``          GPUs of GPU type ``g`` (expression)
 ``usd_per_hour``       ``model.usd_per_hour``  the fleet's cost, USD/h (the objective ``cost``)
@@ -109,7 +117,7 @@ def build_model(problem: FleetProblem | ArcTables, prune: bool = True) -> pyo.Co
 
 
 def _declare_sets(m: pyo.ConcreteModel, tables: ArcTables) -> None:
-    """``V``, ``A``, ``Y``, ``M`` start empty and grow with the pools; ``T`` (type
+    """``V``, ``A``, ``Y``, ``M``, ``MT``, ``ML`` start empty and grow with the pools; ``T`` (type
     indices), ``P`` (profile names) and ``G`` (GPU names) are fixed."""
     types = tables.profiles
     m.V = pyo.Set(ordered=True)
@@ -119,17 +127,28 @@ def _declare_sets(m: pyo.ConcreteModel, tables: ArcTables) -> None:
     m.G = pyo.Set(initialize=sorted({p.gpu for p in types}), ordered=True)
     m.Y = pyo.Set(dimen=3, ordered=True)
     m.M = pyo.Set(dimen=2, ordered=True)
+    m.MT = pyo.Set(dimen=3, ordered=True)
+    m.ML = pyo.Set(dimen=4, ordered=True)
 
 
 def _define_pool_variables(m: pyo.ConcreteModel, tables: ArcTables) -> None:
-    """``x[a]``, ``y[a,t]``, ``w[a]``, the ``mix[a]`` blocks, and the row constraints
-    ``flow[v]`` and ``pick[a]`` (filled by :func:`add_pools`)."""
+    """``x[a]``, ``y[a,t]``, ``w[a]``, the ``mix[a]`` blocks, and the row families
+    ``flow[v]``, ``pick[a]`` and those of the mixed pools (filled by :func:`add_pools`)."""
     m.x = pyo.Var(m.A, dense=False, within=pyo.Binary)
     m.y = pyo.Var(m.Y, dense=False, within=pyo.Binary)
     m.w = pyo.Var(m.M, dense=False, within=pyo.Binary)
     m.add_component(MIXED_BLOCK, pyo.Block(m.M))
+    # Row families in a fixed order: HiGHS's answer among equally good share splits
+    # depends on the order of rows and columns, and plans must not change with it.
     m.flow = pyo.Constraint(m.V)
     m.pick = pyo.Constraint(m.A)
+    m.split = pyo.Constraint(m.M)
+    m.one_level = pyo.Constraint(m.MT)
+    m.low = pyo.Constraint(m.ML)
+    m.high = pyo.Constraint(m.ML)
+    m.count = pyo.Constraint(m.MT)
+    m.capacity = pyo.Constraint(m.MT)
+    m.redundancy = pyo.Constraint(m.M)
 
 
 def _define_aggregates(m: pyo.ConcreteModel, tables: ArcTables) -> None:
@@ -156,10 +175,11 @@ def _define_fleet_constraints(m: pyo.ConcreteModel, pb: FleetProblem) -> None:
         m.budget = pyo.Constraint(expr=m.usd_per_hour <= float(pb.budget_usd_per_hour))
 
 
-def _define_filler_pool(blk: pyo.Block, w: pyo.Var, tables: ArcTables, row: int
-                        ) -> dict[int, int | None]:
-    """A main-plus-filler pool (docs/milp.md §4): ``n[t]`` and ``s[t]`` fixed multiples of
-    ``w[a]``. Returns its types -> instances."""
+def _define_filler_pool(m: pyo.ConcreteModel, key: tuple[int, int], tables: ArcTables,
+                        row: int) -> dict[int, int | None]:
+    """A main-plus-filler pool (docs/milp.md §4): in its block ``mix[a]``, ``n[t]`` and
+    ``s[t]`` are fixed multiples of ``w[a]``. Returns its types -> instances."""
+    blk, w = getattr(m, MIXED_BLOCK)[key], m.w[key]
     x = float(tables.fill_share[row])
     main, fill = int(tables.fill_main[row]), int(tables.fill_type[row])
     n_main, n_fill = int(tables.fill_main_n[row]), int(tables.fill_n[row])
@@ -170,33 +190,39 @@ def _define_filler_pool(blk: pyo.Block, w: pyo.Var, tables: ArcTables, row: int
     return {main: n_main, fill: n_fill}
 
 
-def _define_mixed_pool(blk: pyo.Block, w: pyo.Var, tables: ArcTables, row: int,
-                       min_instances: int, busy: bool) -> dict[int, int | None]:
+def _define_mixed_pool(m: pyo.ConcreteModel, key: tuple[int, int], tables: ArcTables,
+                       row: int, min_instances: int, busy: bool) -> dict[int, int | None]:
     """A mixed pool with staircase capacity levels (docs/milp.md §4), one unit per pool:
-    ``k_i z_i <= m_i <= hi_i z_i``, ``sum_i z_i <= w``, ``n[t] = sum_i m_i``,
-    ``s[t] <= sum_i r_i m_i``, ``sum_t s[t] = w`` and, for a pool with requests,
-    ``sum_t n[t] >= min_instances w``. Returns its types (-> None)."""
+    its block ``mix[a]`` holds its levels ``L``, types ``K`` and variables ``z, m, n, s``;
+    its rows join the families ``low, high`` (``k_i z_i <= m_i <= hi_i z_i``),
+    ``one_level`` (``sum_i z_i <= w``), ``count`` (``n[t] = sum_i m_i``), ``capacity``
+    (``s[t] <= sum_i r_i m_i``), ``split`` (``sum_t s[t] = w``) and, for a pool with
+    requests, ``redundancy`` (``sum_t n[t] >= min_instances w``). Returns its types."""
     lk, lh, lr = tables.level_k[row], tables.level_hi[row], tables.level_r[row]
     levels = [(t, i) for t in range(lk.shape[0]) for i in range(lk.shape[1]) if lk[t, i] > 0]
     types = sorted({t for t, _ in levels})
+    blk = getattr(m, MIXED_BLOCK)[key]
     blk.L = pyo.Set(initialize=levels, dimen=2, ordered=True)
     blk.K = pyo.Set(initialize=types, ordered=True)
     blk.z = pyo.Var(blk.L, within=pyo.Binary)
     blk.m = pyo.Var(blk.L, within=pyo.NonNegativeReals)
     blk.n = pyo.Var(blk.K, within=pyo.NonNegativeIntegers)
     blk.s = pyo.Var(blk.K, bounds=(0.0, 1.0))
-    blk.low = pyo.Constraint(blk.L, rule=lambda b, t, i: b.m[t, i] >= int(lk[t, i]) * b.z[t, i])
-    blk.high = pyo.Constraint(blk.L, rule=lambda b, t, i: b.m[t, i] <= int(lh[t, i]) * b.z[t, i])
-    blk.one_level = pyo.Constraint(blk.K, rule=lambda b, t: sum(
-        b.z[t, i] for tt, i in b.L if tt == t) <= w)
-    blk.count = pyo.Constraint(blk.K, rule=lambda b, t: b.n[t] == sum(
-        b.m[t, i] for tt, i in b.L if tt == t))
-    blk.capacity = pyo.Constraint(blk.K, rule=lambda b, t: b.s[t] <= sum(
-        float(lr[t, i]) * b.m[t, i] for tt, i in b.L if tt == t))
-    blk.split = pyo.Constraint(expr=sum(blk.s[t] for t in blk.K) == w)
+    w = m.w[key]
+    for t in types:
+        kt = key + (t,)
+        lev = [i for tt, i in levels if tt == t]
+        for i in lev:
+            m.ML.add(kt + (i,))
+            m.low[kt + (i,)] = blk.m[t, i] >= int(lk[t, i]) * blk.z[t, i]
+            m.high[kt + (i,)] = blk.m[t, i] <= int(lh[t, i]) * blk.z[t, i]
+        m.MT.add(kt)
+        m.one_level[kt] = sum(blk.z[t, i] for i in lev) <= w
+        m.count[kt] = blk.n[t] == sum(blk.m[t, i] for i in lev)
+        m.capacity[kt] = blk.s[t] <= sum(float(lr[t, i]) * blk.m[t, i] for i in lev)
+    m.split[key] = sum(blk.s[t] for t in types) == w
     if min_instances > 0 and busy:
-        blk.redundancy = pyo.Constraint(expr=sum(blk.n[t] for t in blk.K)
-                                        >= min_instances * w)
+        m.redundancy[key] = sum(blk.n[t] for t in types) >= min_instances * w
     return dict.fromkeys(types)
 
 
@@ -226,10 +252,8 @@ def add_pools(m: pyo.ConcreteModel, tables: ArcTables) -> None:
             continue
         m.M.add(key)
         m.w[key].value = None
-        blk = getattr(m, MIXED_BLOCK)[key]
-        info.mix = _define_filler_pool(blk, m.w[key], tables, row) \
-            if tables.mixing == "filler" else \
-            _define_mixed_pool(blk, m.w[key], tables, row, mmin, info.busy)
+        info.mix = _define_filler_pool(m, key, tables, row) if tables.mixing == "filler" \
+            else _define_mixed_pool(m, key, tables, row, mmin, info.busy)
     _define_rows(m, tables, pools)
 
 
@@ -270,8 +294,6 @@ def _define_rows(m: pyo.ConcreteModel, tables: ArcTables,
 
 
 def user_constraints(m: pyo.ConcreteModel) -> list:
-    """The active constraint components added by the user after :func:`build_model` (not
-    the built-in ones, not those of the mixed-pool blocks)."""
-    mix = getattr(m, MIXED_BLOCK)
+    """The active constraint components added by the user after :func:`build_model`."""
     return [c for c in m.component_objects(pyo.Constraint, active=True, descend_into=True)
-            if c.name not in m.fleet_builtin and c.parent_block().parent_component() is not mix]
+            if c.name not in m.fleet_builtin]
