@@ -108,7 +108,46 @@ def agreement(repeats: int) -> str:
             + md_table(head, rows))
 
 
-def speed(repeats: int) -> str:
+_BASELINE_RUNNER = """
+import statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from fleetopt_milp.hardware import load_catalog, resolve_profile
+from fleetopt_milp.milp import FleetProblem, solve
+from fleetopt_milp.scenario import Scenario
+from fleetopt_milp.workload import load_workload
+g, k, repeats = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+bnd = tuple(int(x) for x in sys.argv[5].split(","))
+cat = load_catalog()
+profs = tuple(resolve_profile(cat, n, sys.argv[6]) for n in sys.argv[7].split(","))
+sc = Scenario(load_workload("azure-2023"), profs[0], float(sys.argv[8]), float(sys.argv[9]),
+              boundaries_tokens=bnd)
+pb = FleetProblem(sc, profiles=profs[:g], max_pools=k)
+plan = solve(pb)
+times = []
+for _ in range(repeats):
+    t0 = time.perf_counter()
+    plan = solve(pb)
+    times.append(time.perf_counter() - t0)
+print(statistics.median(times), plan.usd_per_hour)
+"""
+
+
+def _baseline_seconds(baseline: Path | None, g: int, k: int, bnd, repeats: int):
+    """Median wall time (s) and cost of the same solve by the package at ``baseline`` (a
+    checkout of the code before a change), in a subprocess; None without a baseline."""
+    if baseline is None:
+        return None
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _BASELINE_RUNNER, str(baseline), str(g), str(k), str(repeats),
+         ",".join(str(b) for b in bnd), MODEL, ",".join(ROOFLINE), str(RATE), str(SLO_MS)],
+        capture_output=True, text=True, check=True, cwd=baseline).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def speed(repeats: int, baseline: Path | None = None) -> str:
     cat = load_catalog()
     wl = load_workload("azure-2023")
     profs = tuple(resolve_profile(cat, g, MODEL) for g in ROOFLINE)
@@ -126,6 +165,7 @@ def speed(repeats: int) -> str:
         pb = FleetProblem(sc, profiles=profs[:g], max_pools=k)
         t_plan, _ = _median(lambda sc=sc: analytical_plan(sc), max(repeats, 5))
         t_milp, plan = _median(lambda pb=pb: solve(pb), repeats)
+        before = _baseline_seconds(baseline, g, k, bnd, repeats)
         s = plan.solver
         pr = s["pruning"]
         row = [g, k, len(bnd), f"{pr['arcs_total']:,}", f"{pr['arcs_kept']:,}",
@@ -133,6 +173,10 @@ def speed(repeats: int) -> str:
                f"{s['precompute_seconds'] * 1e3:.0f}", f"{s['build_seconds'] * 1e3:.0f}",
                f"{s['seconds'] * 1e3:.0f}", f"{t_milp:.2f} s", f"{t_plan * 1e3:.1f} ms",
                f"{t_milp / t_plan:.0f}"]
+        if before is not None:
+            same = abs(before[1] - plan.usd_per_hour) < 1e-6
+            row += [f"{before[0]:.2f} s", f"{t_milp / before[0]:.2f}" + ("" if same else
+                                                                       " (cost differs!)")]
         if (g, k, n) == (4, 3, 64):
             row = [f"**{c}**" for c in row]
             target = (t_milp, s["status"], s["gap"], plan.usd_per_hour)
@@ -140,6 +184,8 @@ def speed(repeats: int) -> str:
     head = ["GPU types", "K", "boundaries", "candidate pools", "kept", "MILP vars", "status",
             "gap", "fleet $/h", "precompute ms", "build ms", "HiGHS ms", "MILP total",
             "planner (1 type, K=2)", "ratio"]
+    if baseline is not None:
+        head += ["before the change", "after / before"]
     verdict = "met" if target[0] < 2.0 and target[1] == "optimal" and target[2] == 0 \
         else "**not met**"
     return ("azure-2023 trace, Llama-3-70B roofline profiles of "
@@ -148,7 +194,12 @@ def speed(repeats: int) -> str:
             "mixing 'auto' (main type plus up to 4 filler instances). The planner baseline "
             "is the analytical planner (one type, two pools) on the same boundaries. Wall "
             f"times are medians of {repeats} runs (precompute, build and HiGHS columns are "
-            "from the last run).\n\n" + md_table(head, rows)
+            "from the last run)."
+            + (" *Before the change* is the same solve by the code before the last change "
+               "(the `milp.py` module, before it became the `milp/` package), run in a "
+               "subprocess in the same benchmark run; *after / before* is the ratio of the "
+               "medians (same cost in every row)." if baseline is not None else "")
+            + "\n\n" + md_table(head, rows)
             + f"\n\nTarget (issue 4): 4 GPU types, 3 pools, 64 boundaries solved to proven "
             f"optimality in under 2 s. Measured: {target[0]:.2f} s, status {target[1]}, "
             f"gap {target[2]:.0%}: {verdict}.")
@@ -237,9 +288,66 @@ def constraints() -> str:
             f"more), fleet {_usd(best.usd_per_hour)}, {len(s['steps'])} MILPs in {dt:.1f} s.")
 
 
+HIGHS_SETTINGS = (("package (no aggregator, no probing)", {}),
+                  ("HiGHS defaults", {"presolve_rule_off": 0}),
+                  ("presolve off", {"presolve": "off"}))
+OPTION_LIMIT_S = 30.0
+
+
+def highs_options() -> str:
+    """HiGHS time with the package's options against HiGHS defaults and presolve off, on
+    models large enough for presolve to matter (docs/solver.md). One solve each (they
+    take seconds; the other settings are capped at ``OPTION_LIMIT_S``)."""
+    from fleetopt_milp.milp import build_model, precompute, solve_model
+
+    cat = load_catalog()
+    wl = load_workload("azure-2023")
+    roof = tuple(resolve_profile(cat, g, MODEL) for g in ROOFLINE)
+    paper = (resolve_profile(cat, "paper-H100"), resolve_profile(cat, "paper-A100"))
+    sc16 = Scenario(wl, paper[0], RATE, SLO_MS, long_context_tokens=16384,
+                    boundaries_tokens=tuple(range(512, 16384, 1024)))
+    sc64 = Scenario(wl, roof[0], RATE, SLO_MS, boundaries_tokens=_boundaries(wl, 65536, 64))
+    cases = [
+        ("paper H100+A100, K=3, 16 boundaries, filler, no pruning",
+         FleetProblem(sc16, profiles=paper, max_pools=3), False),
+        ("paper H100+A100, K=3, 16 boundaries, one type per pool, no pruning",
+         FleetProblem(sc16, profiles=paper, max_pools=3, mixing="none"), False),
+        ("4 roofline types, K=3, 64 boundaries, A100 <= 96 GPUs, full mixing, pruned",
+         FleetProblem(sc64, profiles=roof, max_pools=3, max_gpus={"A100-80GB": 96}), True),
+        ("4 roofline types, K=3, 64 boundaries, filler, pruned (the speed target)",
+         FleetProblem(sc64, profiles=roof, max_pools=3), True),
+    ]
+    rows = []
+    for label, pb, prune in cases:
+        tables = precompute(pb, prune=prune)
+        row, costs = [label, f"{tables.n_arcs:,}"], set()
+        for _, opts in HIGHS_SETTINGS:
+            plan = solve_model(build_model(tables), highs_options=opts,
+                               time_limit_s=None if not opts else OPTION_LIMIT_S)
+            s = plan.solver
+            if s["status"] == "optimal":
+                costs.add(round(plan.usd_per_hour, 6))
+                row.append(f"{s['rounds'][0]['seconds']:.2f} s")
+            else:
+                row.append(f"> {OPTION_LIMIT_S:g} s (limit)")
+        row.insert(2, f"{s['variables']:,}")
+        row.append("yes" if len(costs) == 1 else "NO")
+        rows.append(row)
+    head = ["model", "pools in the model", "variables", *(f"HiGHS: {n}" for n, _ in
+                                                          HIGHS_SETTINGS), "same optimum"]
+    return ("One solve through Pyomo's appsi interface, with the warm start, timed from the "
+            f"call (translation included); azure-2023, {RATE:g} req/s, P99 TTFT <= "
+            f"{SLO_MS:g} ms. The package's setting is `HIGHS_OPTIONS` (`presolve_rule_off` = "
+            "4096 + 32768: no aggregator, no probing); the other settings are stopped at "
+            f"{OPTION_LIMIT_S:g} s.\n\n" + md_table(head, rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one repeat, short simulations")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="directory holding the package before a change (e.g. a `git "
+                    "worktree` of main): its solve times are measured in the same run")
     args = ap.parse_args()
     repeats = 1 if args.quick else 3
     n_req, reps = (100_000, 2) if args.quick else (1_000_000, 5)
@@ -249,7 +357,8 @@ def main() -> None:
                                                       "repeat, short simulations." if
                                                       args.quick else ""),
              "\n### Agreement with the analytical planner\n", agreement(repeats),
-             "\n### Speed against the analytical planner\n", speed(repeats),
+             "\n### Speed against the analytical planner\n", speed(repeats, args.baseline),
+             "\n### HiGHS options\n", highs_options(),
              "\n### Value: mixed types and three pools, simulated\n", value(n_req, reps),
              "\n### Availability caps and the rate objective\n", constraints()]
     write_section("milp", "\n".join(parts) + f"\n\n_Benchmark wall time "

@@ -381,13 +381,47 @@ def test_min_instances_per_pool():
     assert plan.usd_per_hour >= solve(_small_k3()).usd_per_hour
 
 
-def test_bad_inputs_name_the_field():
-    with pytest.raises(FleetOptError, match="max_pools"):
-        solve(_azure(max_pools=5))
-    with pytest.raises(FleetOptError, match="max_gpus"):
-        solve(_azure(max_gpus={"B200-192GB": 8}))
-    with pytest.raises(FleetOptError, match="mixing"):
-        solve(_azure(mixing="some"))
+BAD_FIELDS = [
+    ({"max_pools": 5}, "max_pools=5.*--pools"),
+    ({"max_pools": 0}, "max_pools=0.*--pools"),
+    ({"max_pools": 2.5}, "max_pools=2.5.*--pools"),
+    ({"max_pools": True}, "max_pools=True.*--pools"),
+    ({"max_gpus": {"B200-192GB": 8}}, r"max_gpus\['B200-192GB'\].*--max-gpus"),
+    ({"max_gpus": {"A100-80GB": -1}}, r"max_gpus\['A100-80GB'\]=-1.*--max-gpus"),
+    ({"max_gpus": {"A100-80GB": 9.5}}, r"max_gpus\['A100-80GB'\]=9.5.*--max-gpus"),
+    ({"max_gpus": {"A100-80GB": float("nan")}}, r"max_gpus\['A100-80GB'\]=nan"),
+    ({"max_total_gpus": -8}, "max_total_gpus=-8.*--max-total-gpus"),
+    ({"max_total_gpus": float("inf")}, "max_total_gpus=inf.*--max-total-gpus"),
+    ({"budget_usd_per_hour": float("nan")}, "budget_usd_per_hour=nan.*--budget-usd-per-hour"),
+    ({"budget_usd_per_hour": float("inf")}, "budget_usd_per_hour=inf"),
+    ({"budget_usd_per_hour": 0.0}, "budget_usd_per_hour=0.0"),
+    ({"min_instances_per_pool": -1}, "min_instances_per_pool=-1.*--min-instances"),
+    ({"min_instances_per_pool": 1.5}, "min_instances_per_pool=1.5.*--min-instances"),
+    ({"mixing": "some"}, "mixing='some'.*--mix"),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), BAD_FIELDS,
+                         ids=[next(iter(f)) + "=" + repr(next(iter(f.values())))
+                              for f, _ in BAD_FIELDS])
+def test_bad_fields_get_one_line_errors_naming_field_and_option(fields, message):
+    with pytest.raises(FleetOptError, match=message) as err:
+        _azure(**fields).validated()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("limit", [float("nan"), -1.0, 0.0, float("inf"), "10"])
+def test_time_limit_must_be_a_positive_finite_number(limit):
+    with pytest.raises(FleetOptError, match=r"time_limit_s=.*--time-limit-s"):
+        solve(_azure(grid="small"), time_limit_s=limit)
+    model = build_model(_azure(grid="small", max_pools=1))
+    with pytest.raises(FleetOptError, match="time_limit_s"):
+        solve_model(model, time_limit_s=limit)
+    with pytest.raises(FleetOptError, match="mip_rel_gap"):
+        solve_model(model, mip_rel_gap=float("nan"))
+
+
+def test_rate_objective_needs_a_budget():
     with pytest.raises(FleetOptError, match="budget"):
         solve_max_rate(_azure())
 
@@ -488,3 +522,74 @@ def test_plan_json_and_cli(tmp_path):
     assert plan.usd_per_hour == pytest.approx(d["usd_per_hour"])
     bad = CliRunner().invoke(app, ["solve", "--max-gpus", "H100", "--json", str(out)])
     assert bad.exit_code != 0
+
+
+# -- the model's structure -------------------------------------------------------------------
+
+
+def _full_model():
+    pb = _azure(grid="small", max_pools=3, max_gpus={"A100-80GB": 96}, mixing="full")
+    return pb, build_model(pb)
+
+
+def test_model_components_are_the_documented_symbols():
+    from fleetopt_milp.milp import model as model_module
+
+    pb, m = _full_model()
+    doc = model_module.__doc__
+    names = [c.local_name for c in m.component_objects(descend_into=False)
+             if not c.local_name.endswith("_index")]
+    assert {"x", "y", "w", "mix", "flow", "pick", "caps", "cost", "gpus"} <= set(names)
+    for name in names:
+        assert f"``model.{name}" in doc or f"/ ``{name}``" in doc, name
+    assert list(m.T) == [0, 1, 2]
+    assert list(m.P) == [p.name for p in pb.types]
+    assert set(m.G) == {p.gpu for p in pb.types}
+    assert list(m.A) == list(m.fleet_pools)
+    assert {k for k in m.Y} == {k + (t,) for k, i in m.fleet_pools.items() for t in i.solo}
+    assert set(m.M) == {k for k, i in m.fleet_pools.items() if i.mix}
+    assert len(m.M) >= 1
+    for key in m.M:
+        blk = m.mix[key]
+        assert [c.local_name for c in blk.component_objects(descend_into=False)
+                if not c.local_name.endswith("_index")] == ["L", "K", "z", "m", "n", "s"]
+        assert len(blk.K) >= 2 and {t for t, _ in blk.L} == set(blk.K)
+        assert {(t, i) for (*k, t, i) in m.ML if tuple(k) == key} == set(blk.L)
+        assert all(key + (t, i) in m.low and key + (t, i) in m.high for t, i in blk.L)
+        assert all(key + (t,) in m.capacity for t in blk.K) and key in m.split
+
+
+def test_capacity_levels_never_under_count():
+    """Each level ``(k_i, r_i, hi_i)`` of each mixed pool: counts and per-instance
+    capacities increase, and ``n r_i <= X(n)`` for every count ``n`` of its segment
+    (docs/milp.md §4) - the staircase never promises more than the exact queue carries."""
+    pb, m = _full_model()
+    t = m.fleet_tables
+    checked = 0
+    for key in m.M:
+        row = m.fleet_pools[key].row
+        for ty in m.mix[key].K:
+            used = t.level_k[row, ty] > 0
+            ks, rs, his = t.level_k[row, ty][used], t.level_r[row, ty][used], \
+                t.level_hi[row, ty][used]
+            assert np.all(np.diff(ks) > 0) and np.all(np.diff(rs) > 0)
+            assert np.all(his[:-1] == ks[1:] - 1) and his[-1] >= ks[-1]
+            assert ks[-1] <= t.solo[row, ty]
+            n = np.concatenate([np.arange(k, min(h, k + 6) + 1) for k, h in zip(ks, his)])
+            r = np.concatenate([np.full(min(h, k + 6) - k + 1, r) for k, h, r in
+                                zip(ks, his, rs)])
+            load = t.load(row, ty)
+            x = capacity_share(pb, load, np.zeros(n.size, np.int64), n)
+            assert np.all(n * r <= x + 1e-12), (key, ty)
+            checked += n.size
+    assert checked > 20
+
+
+def test_solo_instances_apply_the_redundancy_floor_once():
+    pb = _azure(grid="small", max_pools=3, min_instances_per_pool=5)
+    t = build_model(pb).fleet_tables
+    n = t.solo_instances(5)
+    busy = t.mass > 1e-15
+    assert np.all(n[t.solo < 0] == -1)
+    ok = (t.solo >= 0) & busy[:, None]
+    assert np.array_equal(n[ok], np.maximum(t.solo[ok], 5))
