@@ -16,7 +16,8 @@ Fidelities
 ``engine``
     Continuous batching per instance (MODEL.md section 2), see
     :func:`fleetopt_milp._kernels.engine_run`: iteration time
-    ``W + H (n_prefill + sum_decode (kv + 1) / C_cal)`` from the live batch (a prefilling
+    ``W + s n_decode + H (n_prefill + sum_decode (kv + 1) / C_cal)`` from the live batch
+    (``s`` = the profile's per-sequence cost, 0 unless calibrated; a prefilling
     sequence costs one calibration context per chunk, as the model's prefill time
     ``ceil(L_in / chunk) t_iter(1, C_cal)``; a decoding one its live context), chunked
     prefill, first token when the prefill completes, then one token per iteration; batch
@@ -533,7 +534,8 @@ def _run(job: _Job) -> dict:
             inst_off, inst, cap, kvb, bt,
             np.array([x.chunk_tokens for x in p], dtype=np.int64),
             np.array([x.w_ms * 1e-3 for x in p]), np.array([x.h_ms * 1e-3 for x in p]),
-            np.array([x.calib_tokens for x in p], dtype=np.float64), True)
+            np.array([x.calib_tokens for x in p], dtype=np.float64),
+            np.array([x.seq_ms * 1e-3 for x in p]), True)
         wait = first_admit - arrival
         ttft = first_token - arrival + routed.compressed * fleet.compression_latency_s
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -790,7 +792,7 @@ def _warm_kernels(fidelity: str) -> None:
     else:
         one = np.ones(1, dtype=np.int64)
         _kernels.engine_run(z, i, one, one, i, one, one, one * 4, one, one, z + 1e-3,
-                            z + 1e-4, z + 1.0, True)
+                            z + 1e-4, z + 1.0, z, True)
 
 
 def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:
@@ -1202,5 +1204,5 @@ def engine_times(arrival_s, input_tokens, output_tokens, profile: Profile,
         one * instances, one * cap, one * profile.kv_blocks, one * profile.block_tokens,
         one * profile.chunk_tokens, np.array([profile.w_ms * 1e-3]),
         np.array([profile.h_ms * 1e-3]), np.array([float(profile.calib_tokens)]),
-        bool(macro_steps))
+        np.array([profile.seq_ms * 1e-3]), bool(macro_steps))
     return EngineTimes(*res)
