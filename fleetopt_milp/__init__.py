@@ -4,7 +4,10 @@ The public API, one module per concept:
 
 - :mod:`~fleetopt_milp.workload`: request-length distributions and traces.
 - :mod:`~fleetopt_milp.hardware`: GPUs, LLMs, serving profiles (an instance = ``tp`` GPUs).
-- :mod:`~fleetopt_milp.queueing`: Erlang C, M/G/c wait and TTFT tails, minimum instances.
+- :mod:`~fleetopt_milp.queueing`: Erlang C, M/G/c wait and TTFT tails, queues and their
+  figures; :mod:`~fleetopt_milp.poolload`: candidate pools' demand and where a size makes a
+  queue; :mod:`~fleetopt_milp.sizing`: minimum instances.
+- :mod:`~fleetopt_milp.service`: service models (how a pool's demand becomes its queue).
 - :mod:`~fleetopt_milp.demand`: exact service moments of any split into pools.
 - :mod:`~fleetopt_milp.planner`: the analytical two-pool FleetOpt planner with C&R.
 - :mod:`~fleetopt_milp.plan`: plans and plan files.
@@ -17,7 +20,7 @@ The MILP, the simulator and the router are imported on first use of their names,
 ``import fleetopt_milp`` stays light (no Pyomo, no numba).
 """
 
-from .demand import Moments, MomentTable, pool_load
+from .demand import Moments, MomentTable, PoolParts, pool_load
 from .errors import CatalogError, FleetOptError, InfeasibleError, WorkloadError
 from .hardware import (
     Catalog,
@@ -33,17 +36,22 @@ from .hardware import (
 )
 from .plan import Allocation, FleetSummary, Plan, PoolPlan, read_plan, write_plan
 from .planner import PlanningTables, plan
+from .poolload import PoolLoad, QueueBatch
 from .queueing import (
-    PoolLoad,
+    PoolFigures,
+    Queue,
+    QueueMix,
     erlang_b,
     erlang_c,
-    min_instances,
+    pool_figures,
     ttft_miss_probability,
     ttft_quantile_s,
     wait_quantile_s,
     wait_tail,
 )
 from .scenario import Scenario, default_boundaries, gamma_grid
+from .service import ServiceModel, SlotServiceModel, register_service_model, service_model
+from .sizing import min_instances
 from .workload import (
     Trace,
     Workload,
@@ -79,7 +87,9 @@ def __getattr__(name: str):
 __all__ = [
     "Allocation", "Catalog", "CatalogError", "FleetOptError", "FleetSummary", "GpuSpec",
     "InfeasibleError", "LlmSpec", "MomentTable", "Moments", "Plan", "PlanningTables",
-    "PoolLoad", "PoolPlan", "Profile", "Scenario", "Trace", "Workload", "WorkloadError",
+    "PoolFigures", "PoolLoad", "PoolParts", "PoolPlan", "Queue", "QueueBatch", "QueueMix",
+    "ServiceModel", "SlotServiceModel", "pool_figures", "register_service_model",
+    "service_model", "Profile", "Scenario", "Trace", "Workload", "WorkloadError",
     "builtin_workloads", "default_boundaries", "default_tp", "erlang_b", "erlang_c",
     "gamma_grid", "load_catalog", "load_workload", "min_instances", "paper_split", "plan",
     "pool_load", "profile_warnings", "read_plan", "resolve_profile", "roofline_floor_ms",

@@ -1,18 +1,19 @@
 """What each pool must serve: exact service-time moments for any split of a workload.
 
-MODEL.md sections 2-4. A request of ``L = L_in + L_out`` tokens in a pool of window ``C``
+docs/model.md §2-4. A request of ``L = L_in + L_out`` tokens in a pool of window ``C``
 holds one KV slot for ``S = a (W + h_C L)`` seconds, where ``a = ceil(L_in / chunk) + L_out``
 iterations and ``h_C = H slots(C) / C_cal`` (the full-batch iteration time). So every
 moment of ``S`` over a range of lengths is a combination of six prefix sums over the
 workload's classes (``p, p a, p a L, p a^2, p a^2 L, p a^2 L^2``), exact and O(1) per range.
 
-Compress-and-Route (MODEL.md section 4): a request with ``B < L <= gamma B`` whose output
+Compress-and-Route (docs/model.md §4): a request with ``B < L <= gamma B`` whose output
 fits (``L_out < B``) is compressible; a share ``p_c`` of those is cut to ``L' = B`` (input
 trimmed to ``B - L_out``) and served by the pool of window ``B``, with ``a' =
 ceil((B - L_out) / chunk) + L_out``. The pool above loses exactly those requests.
 
 All sums here are *unnormalised* (fractions of all requests), so pool loads add and
-subtract; :func:`pool_load` turns them into a :class:`~fleetopt_milp.queueing.PoolLoad`.
+subtract; a service model (:mod:`~fleetopt_milp.service`) turns them into a
+:class:`~fleetopt_milp.poolload.PoolLoad`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .hardware import Profile
-from .queueing import PoolLoad
+from .poolload import PoolLoad
+from .scenario import band_end_tokens
 from .workload import Workload
 
-__all__ = ["Moments", "MomentTable", "pool_load"]
+__all__ = ["Moments", "MomentTable", "PoolParts", "pool_load"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class MomentTable:
         self.boundaries_tokens = b
         self.gammas = g
         self.long_context_tokens = int(long_context_tokens)
-        band_ends = np.floor(np.outer(b, g) + 1e-9).astype(np.int64)
+        band_ends = band_end_tokens(b[:, None], g[None, :])
         self.band_end_tokens = band_ends  # (nB, nG): floor(gamma B)
         cuts = np.unique(np.concatenate([[0, self.long_context_tokens], b, band_ends.ravel()]))
         self.cuts_tokens = cuts
@@ -244,51 +246,67 @@ class MomentTable:
         return Moments(raw[:, 0], t_iter * raw[:, 1], t_iter * t_iter * raw[:, 2],
                        self._band_comp_floor[i, g])
 
-    def pools(self, windows_tokens, gammas, compressible_share: float) -> list[Moments]:
-        """Moments of ``K`` ordered pools for candidate routings (arrays over candidates).
+    def pool_parts(self, windows_tokens, gammas) -> list[PoolParts]:
+        """Moments of ``K`` ordered pools for candidate routings, split by ``p_c``.
 
         ``windows_tokens``: ``(n, K)`` ascending windows, the last the long context.
         ``gammas``: ``(n, K-1)`` band ratio at each boundary (1 = no compression).
         Pool ``k`` serves ``(W_{k-1}, W_k]`` less the share ``p_c`` of compressible requests
         compressed down from its bottom band, plus those compressed into it from the band
-        above its window (MODEL.md section 4). A band may not reach past the next window
-        (``floor(gamma_k W_k) <= W_{k+1}``).
+        above its window (docs/model.md §4). A band may not reach past the next window
+        (``floor(gamma_k W_k) <= W_{k+1}``). None of this depends on ``p_c``: a search over
+        ``p_c`` (or a planner that reuses its tables) keeps the parts.
         """
         w = np.atleast_2d(np.asarray(windows_tokens, dtype=np.int64))
         gm = np.atleast_2d(np.asarray(gammas, dtype=float)).reshape(w.shape[0], -1)
         if w.shape[1] > 1:
-            ends = np.floor(w[:, :-1] * gm + 1e-9)
+            ends = band_end_tokens(w[:, :-1], gm)
             if np.any(ends > w[:, 1:]) or np.any(np.diff(w, axis=1) <= 0):
                 raise ValueError("windows must ascend and each band end gamma*W_k stay <= W_{k+1}")
-        pc = float(compressible_share)
         out = []
         k_pools = w.shape[1]
         zero = np.zeros(w.shape[0], dtype=np.int64)
         for k in range(k_pools):
             lo = zero if k == 0 else w[:, k - 1]
-            m = self.plain(lo, w[:, k], w[:, k])
-            if k > 0 and pc > 0:
-                m = m - self.band_plain(w[:, k - 1], gm[:, k - 1], w[:, k]).scaled(pc)
-            if k < k_pools - 1 and pc > 0:
-                m = m + self.band_compressed(w[:, k], gm[:, k]).scaled(pc)
-            out.append(m)
+            out.append(PoolParts(
+                base=self.plain(lo, w[:, k], w[:, k]),
+                lost=self.band_plain(w[:, k - 1], gm[:, k - 1], w[:, k]) if k > 0 else None,
+                gained=self.band_compressed(w[:, k], gm[:, k]) if k < k_pools - 1 else None))
         return out
+
+    def pools(self, windows_tokens, gammas, compressible_share: float) -> list[Moments]:
+        """Moments of ``K`` ordered pools for candidate routings at ``p_c`` (arrays over
+        candidates); see :meth:`pool_parts` for the arguments."""
+        return [p.at(compressible_share) for p in self.pool_parts(windows_tokens, gammas)]
+
+
+@dataclass(frozen=True)
+class PoolParts:
+    """One pool's moments as ``base - p_c lost + p_c gained`` (docs/model.md §4).
+
+    base: its uncompressed range at its window; lost: the compressible band below it
+    (served elsewhere when compressed), ``None`` for the first pool; gained: the band above
+    it cut to its window, ``None`` for the last pool.
+    """
+
+    base: Moments
+    lost: Moments | None
+    gained: Moments | None
+
+    def at(self, compressible_share: float) -> Moments:
+        """The pool's moments when a share ``p_c`` of band requests is compressed."""
+        pc = float(compressible_share)
+        m = self.base
+        if self.lost is not None and pc > 0:
+            m = m - self.lost.scaled(pc)
+        if self.gained is not None and pc > 0:
+            m = m + self.gained.scaled(pc)
+        return m
 
 
 def pool_load(moments: Moments, table: MomentTable, window_tokens, rate_rps: float) -> PoolLoad:
-    """The :class:`PoolLoad` of pools with these moments at total arrival rate ``rate_rps``.
+    """The slot model's :class:`PoolLoad` of pools with these moments at total arrival rate
+    ``rate_rps``: :meth:`fleetopt_milp.service.SlotServiceModel.pool_load`."""
+    from .service import SLOT
 
-    ``E[S] = s1 / mass``, ``cs2 = s2 mass / s1^2 - 1`` (MODEL.md section 3); floor shares
-    normalised to the pool's own requests.
-    """
-    mass = np.atleast_1d(moments.mass).astype(float)
-    safe = np.where(mass > 1e-15, mass, 1.0)
-    es = np.where(mass > 1e-15, np.atleast_1d(moments.s1) / safe, 1.0)
-    cs2 = np.where(mass > 1e-15, np.atleast_1d(moments.s2) * safe / np.maximum(
-        np.atleast_1d(moments.s1) ** 2, 1e-300) - 1.0, 0.0)
-    cs2 = np.maximum(cs2, 0.0)
-    fp = np.atleast_2d(moments.floor_mass) / safe[:, None]
-    fp = np.where(mass[:, None] > 1e-15, fp, 0.0)
-    slots = np.broadcast_to(table.slots(window_tokens), mass.shape)
-    rate = np.where(mass > 1e-15, rate_rps * mass, 0.0)
-    return PoolLoad(rate, es, cs2, slots, table.floor_s, fp)
+    return SLOT.pool_load(moments, table, window_tokens, rate_rps)

@@ -1,6 +1,6 @@
 """The analytical FleetOpt planner: the cheapest two-pool fleet with Compress-and-Route.
 
-MODEL.md section 4. For a workload, an arrival rate, a TTFT SLO and one serving profile,
+docs/model.md §4. For a workload, an arrival rate, a TTFT SLO and one serving profile,
 the planner evaluates every candidate boundary ``B`` (CDF breakpoints plus a grid) jointly
 with every ``gamma`` of a grid, sizes both pools with the exact queueing model
 (:func:`~fleetopt_milp.queueing.min_instances`) and returns the cheapest, together with
@@ -18,17 +18,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from .demand import MomentTable, pool_load
+from .demand import MomentTable, PoolParts
 from .errors import FleetOptError, InfeasibleError
 from .plan import Allocation, FleetSummary, Plan, PoolPlan
-from .queueing import (
-    PoolLoad,
-    min_instances,
-    ttft_miss_probability,
-    ttft_quantile_s,
-    wait_quantile_s,
-)
-from .scenario import Scenario, default_boundaries, gamma_grid
+from .poolload import PoolLoad
+from .queueing import pool_figures
+from .scenario import Scenario, band_end_tokens, default_boundaries, gamma_grid
+from .service import service_model
+from .sizing import min_instances
 
 __all__ = ["plan", "candidate_plans",
            "plan_candidates", "size_pools", "PlanningTables"]
@@ -57,6 +54,13 @@ class PlanningTables:
         self.gammas = gamma_grid(s.gamma_max, s.gamma_steps)
         self.table = MomentTable(self.workload, s.profile, self.boundaries, self.gammas,
                                  s.long_context_tokens, s.compression_latency_ms * 1e-3)
+        # The two-pool candidates and the homogeneous pool, with their moments split by
+        # p_c (docs/model.md §4): none of it depends on the rate, the SLO or p_c.
+        self.windows, self.gammas_cand = _candidates(self.boundaries, self.gammas,
+                                                     s.long_context_tokens)
+        self.parts = self.table.pool_parts(self.windows, self.gammas_cand)
+        self.h_windows = np.array([[s.long_context_tokens]])
+        self.h_parts = self.table.pool_parts(self.h_windows, np.zeros((1, 0)))
 
     @staticmethod
     def _key_of(s: Scenario) -> tuple:
@@ -74,6 +78,23 @@ class PlanningTables:
         return new
 
 
+def _loads(tables: PlanningTables, parts: list[PoolParts], windows: np.ndarray
+           ) -> list[PoolLoad]:
+    """Each pool's load under the scenario's service model (docs/model.md §2-4)."""
+    s = tables.scenario
+    model = service_model(s.service_model)
+    return [model.pool_load(p.at(s.compressible_share), tables.table, windows[:, k], s.rate_rps)
+            for k, p in enumerate(parts)]
+
+
+def _counts(tables: PlanningTables, loads: list[PoolLoad]) -> np.ndarray:
+    """Minimum instances of every pool of every candidate, one sizing call: ``(n, K)``."""
+    s = tables.scenario
+    counts = min_instances(PoolLoad.concat(loads), s.slo_ms * 1e-3, s.percentile, s.rho_max,
+                           paper_rule=s.paper_compat)
+    return counts.reshape(len(loads), -1).T
+
+
 def size_pools(tables: PlanningTables, windows: np.ndarray, gammas: np.ndarray
                ) -> tuple[list[PoolLoad], np.ndarray]:
     """Loads and minimum instances of every pool of every candidate routing.
@@ -81,49 +102,18 @@ def size_pools(tables: PlanningTables, windows: np.ndarray, gammas: np.ndarray
     ``windows`` ``(n, K)``, ``gammas`` ``(n, K-1)``. Returns the pool loads and an
     ``(n, K)`` int array of instances (``-1``: the pool cannot meet the SLO at any size).
     """
-    s = tables.scenario
-    moments = tables.table.pools(windows, gammas, s.compressible_share)
-    loads = [pool_load(m, tables.table, windows[:, k], s.rate_rps)
-             for k, m in enumerate(moments)]
-    # One vectorised sizing call for every pool of every candidate.
-    allp = PoolLoad(*(np.concatenate([getattr(ld, f) for ld in loads]) for f in
-                      ("rate_rps", "mean_service_s", "cs2", "slots_per_instance")),
-                    loads[0].floor_s, np.concatenate([ld.floor_prob for ld in loads]))
-    counts = min_instances(allp, s.slo_ms * 1e-3, s.percentile, s.rho_max,
-                           paper_rule=s.paper_compat)
-    return loads, counts.reshape(len(loads), -1).T
+    loads = _loads(tables, tables.table.pool_parts(windows, gammas), windows)
+    return loads, _counts(tables, loads)
 
 
-def _candidates(tables: PlanningTables):
+def _candidates(boundaries: np.ndarray, gammas: np.ndarray, long_tokens: int):
     """All two-pool routings ``(B, gamma)`` with ``floor(gamma B) <= long window``."""
-    s = tables.scenario
-    bb, gg = np.meshgrid(tables.boundaries, tables.gammas, indexing="ij")
+    bb, gg = np.meshgrid(boundaries, gammas, indexing="ij")
     bb, gg = bb.ravel(), gg.ravel()
-    keep = np.floor(bb * gg + 1e-9) <= s.long_context_tokens
+    keep = band_end_tokens(bb, gg) <= long_tokens
     bb, gg = bb[keep], gg[keep]
-    windows = np.stack([bb, np.full_like(bb, s.long_context_tokens)], axis=1)
+    windows = np.stack([bb, np.full_like(bb, long_tokens)], axis=1)
     return windows, gg[:, None]
-
-
-def _pool_figures(load: PoolLoad, i: int, n_inst: int, scenario: Scenario):
-    """(utilization, TTFT at the percentile in ms, predicted share over the SLO)."""
-    q = scenario.percentile / 100.0
-    rate = float(load.rate_rps[i])
-    if n_inst <= 0 or rate <= 0:
-        return 0.0, 0.0, 0.0
-    c = n_inst * int(load.slots_per_instance[i])
-    a = float(load.offered_load[i])
-    es, cs2 = float(load.mean_service_s[i]), float(load.cs2[i])
-    fs = load.floor_s if np.ndim(load.floor_s) == 1 else load.floor_s[i]
-    fp = load.floor_prob[i]
-    util = a / c
-    miss = float(ttft_miss_probability(scenario.slo_ms * 1e-3, c, a, es, cs2, fs, fp)[0])
-    if scenario.paper_compat:
-        ttft = float(wait_quantile_s(q, c, a, es, cs2)) + float(load.mean_floor_s[i])
-    else:
-        keep = fp > 0
-        ttft = ttft_quantile_s(q, c, a, es, cs2, fs[keep], fp[keep])
-    return util, ttft * 1e3, miss
 
 
 def _build_pools(tables: PlanningTables, loads: list[PoolLoad], i: int, counts: np.ndarray,
@@ -134,14 +124,16 @@ def _build_pools(tables: PlanningTables, loads: list[PoolLoad], i: int, counts: 
     pools = []
     for k, load in enumerate(loads):
         n = int(counts[i, k])
-        util, ttft_ms, miss = _pool_figures(load, i, n, s)
+        fig = pool_figures(load.queue(i, max(n, 0)), s.slo_ms * 1e-3, s.percentile,
+                           s.paper_compat)
         rate = float(load.rate_rps[i])
         alloc = Allocation(
             profile=prof.name, gpu=prof.gpu, model=prof.model, tp=prof.tp, instances=n,
             load_share=1.0, rate_rps=rate, slots_per_instance=int(load.slots_per_instance[i]),
             usd_per_gpu_hour=prof.usd_per_gpu_hour, usd_per_hour=n * prof.usd_per_instance_hour,
             mean_service_s=float(load.mean_service_s[i]), cs2=float(load.cs2[i]),
-            utilization=util, p99_ttft_ms=ttft_ms, slo_miss_share=miss)
+            utilization=fig.utilization, p99_ttft_ms=fig.ttft_ms,
+            slo_miss_share=fig.slo_miss_share)
         comp_in = 0.0
         if k < len(loads) - 1 and s.compressible_share > 0:
             cm = tables.table.band_compressed(windows[i, k], gammas[i, k])
@@ -151,15 +143,15 @@ def _build_pools(tables: PlanningTables, loads: list[PoolLoad], i: int, counts: 
             context_tokens=int(windows[i, k]),
             gamma=float(gammas[i, k]) if k < len(loads) - 1 else 1.0,
             allocations=(alloc,), rate_rps=rate, compressed_in_rps=comp_in,
-            utilization=util, p99_ttft_ms=ttft_ms, slo_miss_share=miss))
+            utilization=fig.utilization, p99_ttft_ms=fig.ttft_ms,
+            slo_miss_share=fig.slo_miss_share))
     return tuple(pools)
 
 
 def _prefill_fault(tables: PlanningTables, load: PoolLoad, i: int, role: str) -> str:
     """Name the pool and the input lengths whose prefill alone misses the SLO."""
     s = tables.scenario
-    fs = load.floor_s if np.ndim(load.floor_s) == 1 else load.floor_s[i]
-    over = fs >= s.slo_ms * 1e-3
+    over = load.floor_s >= s.slo_ms * 1e-3
     share = float(np.sum(load.floor_prob[i][over]))
     tau = float(s.profile.prefill_s(1))
     k_min = int(np.ceil(s.slo_ms * 1e-3 / tau - 1e-12))
@@ -176,8 +168,9 @@ def plan_candidates(scenario: Scenario, tables: PlanningTables | None = None):
     nothing: index with ``np.argsort(usd_per_hour)`` for the cheapest first.
     """
     tables = tables or PlanningTables(scenario.validated())
-    windows, gammas = _candidates(tables)
-    loads, counts = size_pools(tables, windows, gammas)
+    windows, gammas = tables.windows, tables.gammas_cand
+    loads = _loads(tables, tables.parts, windows)
+    counts = _counts(tables, loads)
     price = scenario.profile.usd_per_instance_hour
     usd = np.where(np.all(counts >= 0, axis=1), counts.sum(axis=1) * price, np.inf)
     return windows, gammas, counts, usd, loads
@@ -197,8 +190,8 @@ def _best(usd: np.ndarray, counts: np.ndarray, gammas: np.ndarray, windows: np.n
 def _search(s: Scenario, tables: PlanningTables):
     """Size every candidate and the homogeneous baseline; return them with the baselines."""
     windows, gammas, counts, usd, loads = plan_candidates(s, tables)
-    hw = np.array([[s.long_context_tokens]])
-    h_loads, h_counts = size_pools(tables, hw, np.zeros((1, 0)))
+    h_loads = _loads(tables, tables.h_parts, tables.h_windows)
+    h_counts = _counts(tables, h_loads)
     price = s.profile.usd_per_instance_hour
     tp = s.profile.tp
     h_ok = h_counts[0, 0] >= 0
@@ -277,7 +270,7 @@ def candidate_plans(scenario: Scenario, count: int, tables: PlanningTables | Non
 
 
 def plan(scenario: Scenario, tables: PlanningTables | None = None) -> Plan:
-    """Plan the cheapest fleet for ``scenario`` (MODEL.md section 4) with its baselines.
+    """Plan the cheapest fleet for ``scenario`` (docs/model.md §4) with its baselines.
 
     The answer is the cheapest of the two-pool co-design (best ``B`` and ``gamma``) and the
     homogeneous fleet; ``planner_ms`` is the wall time of the whole call. Raises

@@ -1,20 +1,31 @@
-"""M/G/c queueing for one pool: Erlang C, the wait tail, the TTFT tail, minimum instances.
+"""M/G/c queueing for one pool: Erlang C, the wait and TTFT tails, and the queue records.
 
-A pool is an M/G/c queue whose servers are KV slots (MODEL.md section 3):
-``c = instances * slots_per_instance``, each slot serving at rate ``1 / E[S]``.
-All functions are vectorised over numpy arrays and stable for ``c`` up to 10^6.
+A pool (or one allocation of a pool) is an M/G/c queue whose servers are KV slots
+(docs/model.md §3): ``c = instances * slots_per_instance``, each slot serving at rate
+``1 / E[S]``. Units: rates in requests per second, times in seconds, loads in Erlangs.
 
-Units: rates in requests per second, times in seconds, loads in Erlangs.
+- The closed forms (:func:`erlang_b`, :func:`erlang_c`, :func:`wait_tail`,
+  :func:`wait_quantile_s`, :func:`ttft_miss_probability`, :func:`ttft_quantile_s`) are
+  vectorised over numpy arrays and stable for ``c`` up to 10^6. They are the reference
+  every other implementation (the compiled sizing kernel) is tested against.
+- :class:`Queue` is one queue at a given size; :class:`QueueMix` a traffic-weighted
+  mixture of queues (a pool split over allocations of several GPU types, or a fleet of
+  pools). Every figure of a queue or a mixture (utilization, TTFT quantile, share over
+  the SLO, waits) is computed by their methods, and :func:`pool_figures` gathers them in
+  one :class:`PoolFigures` record. Quantiles are inverted in one place,
+  :meth:`QueueMix.ttft_quantile_s`: closed form for one queue, bisection for a mixture.
+
+:class:`~fleetopt_milp.poolload.PoolLoad` (the demand of candidate pools, before a size
+is chosen) and :func:`~fleetopt_milp.sizing.min_instances` are re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import special
-
-from .errors import FleetOptError
 
 __all__ = [
     "erlang_b",
@@ -23,15 +34,17 @@ __all__ = [
     "wait_quantile_s",
     "ttft_miss_probability",
     "ttft_quantile_s",
-    "PoolLoad",
-    "min_instances",
+    "Queue",
+    "QueueMix",
+    "PoolFigures",
+    "pool_figures",
 ]
 
 
 def _log_erlang_b(c: np.ndarray, a: np.ndarray) -> np.ndarray:
     """log Erlang B via the Poisson pmf/cdf ratio: B(c, a) = pmf(c; a) / cdf(c; a).
 
-    SOLVER_NOTES.md "Erlang C": agrees with exact rational arithmetic to ~5e-13.
+    docs/solver.md "Erlang C": agrees with exact rational arithmetic to ~5e-13.
     ``gammaincc(c + 1, a)`` is the Poisson cdf P(X <= c) for X ~ Poisson(a). Where the
     Poisson tail beyond ``c`` is provably below 1e-17 (``P(X > c) <= pmf(c) a / (c + 1 - a)``)
     the cdf is 1 in double precision and the costly incomplete gamma is skipped.
@@ -65,7 +78,7 @@ def erlang_b(c, a):
 
 
 def erlang_c(c, a):
-    """Erlang C: probability that an arrival waits in an M/M/c queue (MODEL.md section 3).
+    """Erlang C: probability that an arrival waits in an M/M/c queue (docs/model.md §3).
 
     ``C = B / (1 - rho (1 - B))`` with ``rho = a / c``; equals 1 when ``a >= c``
     (the queue is unstable) and 0 when ``a = 0``.
@@ -77,10 +90,7 @@ def erlang_c(c, a):
     out = np.where(a <= 0, 0.0, out)
     stable = (a > 0) & (c > a)
     if np.any(stable):
-        cs, as_ = c[stable], a[stable]
-        b = np.exp(_log_erlang_b(cs, as_))
-        rho = as_ / cs
-        out[stable] = b / (1.0 - rho * (1.0 - b))
+        out[stable] = _erlang_c_stable(c[stable], a[stable])
     return out if out.ndim else float(out)
 
 
@@ -93,13 +103,13 @@ def _erlang_c_stable(c: np.ndarray, a: np.ndarray) -> np.ndarray:
 def _decay_per_s(c, a, mean_service_s, cs2):
     """Decay rate of the M/G/c wait tail, ``2 (c mu - lambda) / (1 + cs2)`` per second.
 
-    ``c mu - lambda = (c - a) / E[S]`` (Kimura / Allen-Cunneen, MODEL.md section 3).
+    ``c mu - lambda = (c - a) / E[S]`` (Kimura / Allen-Cunneen, docs/model.md §3).
     """
     return 2.0 * (np.asarray(c, float) - a) / (np.asarray(mean_service_s, float) * (1.0 + cs2))
 
 
 def wait_tail(t_s, c, a, mean_service_s, cs2):
-    """P(Wq > t) ~= C(c, a) exp(-2 (c mu - lambda) t / (1 + cs2)) for t >= 0 (MODEL.md section 3).
+    """P(Wq > t) ~= C(c, a) exp(-2 (c mu - lambda) t / (1 + cs2)) for t >= 0 (docs/model.md §3).
 
     ``a`` = offered load in Erlangs, ``mean_service_s`` = E[S], ``cs2`` = Var[S]/E[S]^2.
     Unstable queues (``a >= c``) wait with probability 1 at every ``t``.
@@ -129,7 +139,7 @@ def wait_quantile_s(q, c, a, mean_service_s, cs2):
 def ttft_miss_probability(slo_s, c, a, mean_service_s, cs2, floor_s, floor_prob):
     """P(TTFT > SLO) for one pool: the tail of wait + prefill over length classes.
 
-    MODEL.md section 3: ``sum_i p_i P(Wq > SLO - T_i)``, where ``T_i`` (``floor_s``) is the
+    docs/model.md §3: ``sum_i p_i P(Wq > SLO - T_i)``, where ``T_i`` (``floor_s``) is the
     TTFT floor of class ``i`` (its prefill, plus compression latency for compressed
     requests) and ``p_i`` (``floor_prob``) its share of the pool's requests. A class whose
     floor alone reaches the SLO counts in full.
@@ -189,131 +199,247 @@ def ttft_quantile_s(q, c, a, mean_service_s, cs2, floor_s, floor_prob):
     return float("inf")  # unreachable for target in (0, 1): the last segment always crosses
 
 
+# ---------------------------------------------------------------------------------------
+# One queue, a mixture of queues, and their figures
+# ---------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class PoolLoad:
-    """What one pool must serve (MODEL.md section 3), for ``n`` candidate pools at once.
+class Queue:
+    """One M/G/c queue at a chosen size (docs/model.md §3).
 
-    Attributes (arrays of shape ``(n,)`` unless said):
-        rate_rps: arrival rate into the pool, requests/s.
-        mean_service_s: E[S] of a request holding one KV slot, seconds.
-        cs2: squared coefficient of variation of S.
-        slots_per_instance: KV slots of one instance at the pool's window (integer).
-        floor_s: TTFT floors (prefill + compression latency), shape ``(m,)`` or ``(n, m)``, s.
-        floor_prob: share of the pool's requests at each floor, shape ``(n, m)``.
+    servers: ``c``, KV slots in all (instances x slots per instance).
+    offered_load: ``a = lambda E[S]`` in Erlangs.
+    mean_service_s: ``E[S]`` of a request holding one slot, seconds.
+    cs2: squared coefficient of variation of ``S``.
+    floor_s, floor_prob: ``(m,)`` TTFT floors (prefill, plus compression latency for
+    compressed requests; seconds) and the share of the queue's requests at each (sum 1).
     """
 
-    rate_rps: np.ndarray
-    mean_service_s: np.ndarray
-    cs2: np.ndarray
-    slots_per_instance: np.ndarray
-    floor_s: np.ndarray
-    floor_prob: np.ndarray
+    servers: int
+    offered_load: float
+    mean_service_s: float
+    cs2: float
+    floor_s: np.ndarray = field(repr=False)
+    floor_prob: np.ndarray = field(repr=False)
 
     @property
-    def offered_load(self) -> np.ndarray:
-        """Offered load ``a = lambda E[S]`` in Erlangs (slot-seconds per second)."""
-        return np.asarray(self.rate_rps, float) * np.asarray(self.mean_service_s, float)
+    def rate_rps(self) -> float:
+        """Arrival rate, requests/s (``a / E[S]``)."""
+        return self.offered_load / self.mean_service_s if self.offered_load > 0 else 0.0
 
     @property
-    def mean_floor_s(self) -> np.ndarray:
+    def utilization(self) -> float:
+        """``a / c``: the share of slot time busy (inf for traffic on no servers)."""
+        if self.servers <= 0:
+            return math.inf if self.offered_load > 0 else 0.0
+        return self.offered_load / self.servers
+
+    @property
+    def stable(self) -> bool:
+        return self.servers > self.offered_load
+
+    @property
+    def erlang_c(self) -> float:
+        """Probability that an arrival waits (1 if unstable)."""
+        return float(erlang_c(self.servers, self.offered_load))
+
+    def wait_tail(self, t_s: float) -> float:
+        """P(Wq > t) (:func:`wait_tail`)."""
+        return float(wait_tail(t_s, self.servers, self.offered_load, self.mean_service_s,
+                               self.cs2))
+
+    def miss(self, slo_s: float) -> float:
+        """P(TTFT > slo_s): the wait + floor tail summed over floor classes."""
+        if self.offered_load <= 0:
+            return float(np.sum(self.floor_prob[self.floor_s >= slo_s]))
+        return float(ttft_miss_probability(slo_s, self.servers, self.offered_load,
+                                           self.mean_service_s, self.cs2, self.floor_s,
+                                           self.floor_prob)[0])
+
+    def wait_quantile_s(self, q: float) -> float:
+        """The ``q`` quantile of the wait, seconds (closed form; inf if unstable)."""
+        return float(wait_quantile_s(q, self.servers, self.offered_load, self.mean_service_s,
+                                     self.cs2))
+
+    def ttft_quantile_s(self, q: float) -> float:
+        """The ``q`` quantile of TTFT = wait + floor, seconds (closed form; inf if unstable)."""
+        return ttft_quantile_s(q, self.servers, self.offered_load, self.mean_service_s,
+                               self.cs2, self.floor_s, self.floor_prob)
+
+    @property
+    def mean_wait_s(self) -> float:
+        """Allen-Cunneen mean wait ``C E[S] / (c - a) (1 + cs2) / 2`` (exact for M/M/c)."""
+        if not self.stable:
+            return math.inf
+        return self.erlang_c * self.mean_service_s / (self.servers - self.offered_load) * \
+            (1.0 + self.cs2) / 2.0
+
+    @property
+    def mean_floor_s(self) -> float:
         """Mean TTFT floor (mean prefill, plus compression latency where it applies), s."""
-        fp = np.atleast_2d(self.floor_prob)
-        return np.sum(fp * self.floor_s, axis=-1) / np.maximum(np.sum(fp, axis=-1), 1e-300)
+        return float(np.dot(self.floor_s, self.floor_prob) / max(self.floor_prob.sum(), 1e-300))
+
+    def alone(self) -> QueueMix:
+        """This queue as a mixture of one."""
+        return QueueMix((self,), (1.0,))
 
 
-def _slo_miss(load: PoolLoad, idx: np.ndarray, n_inst: np.ndarray, slo_s: float,
-              q: float, paper_rule: bool) -> np.ndarray:
-    """Excess of the SLO test for candidates ``idx`` at ``n_inst`` instances (> 0 means it fails).
-
-    Project rule: P(TTFT > SLO) - (1 - q). Paper rule (``paper_rule``): P``q`` wait +
-    mean floor - SLO, in seconds. The project rule skips the class sum where the fixed
-    share plus Erlang C already passes (the sum is at most C).
-    """
-    c = n_inst * load.slots_per_instance[idx]
-    a = load.offered_load[idx]
-    es = load.mean_service_s[idx]
-    cs2 = load.cs2[idx]
-    if paper_rule:
-        return wait_quantile_s(q, c, a, es, cs2) + load.mean_floor_s[idx] - slo_s
-    fs = load.floor_s if np.ndim(load.floor_s) == 1 else load.floor_s[idx]
-    fp = load.floor_prob[idx]
-    over = fs >= slo_s
-    fixed = np.sum(np.where(over, fp, 0.0), axis=-1)
-    ec = _erlang_c_stable(c, a)
-    out = fixed + ec - (1.0 - q)
-    need = np.flatnonzero(out > 0)
-    if need.size:
-        cols = np.flatnonzero(np.any(fp[need] > 0, axis=0))
-        fs_n = fs[cols] if np.ndim(fs) == 1 else fs[need][:, cols]
-        out[need] = ttft_miss_probability(slo_s, c[need], a[need], es[need], cs2[need], fs_n,
-                                          fp[need][:, cols]) - (1.0 - q)
-    return out
-
-
-def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
-                  rho_max: float = 0.85, paper_rule: bool = False) -> np.ndarray:
-    """Minimum instances per candidate pool meeting the TTFT SLO and the utilization cap.
-
-    MODEL.md section 3: the smallest ``n`` with ``rho = a / (n slots) <= rho_max`` and
-    ``P(TTFT > slo_s) <= 1 - q`` (project rule) or, with ``paper_rule``, P``q`` wait plus
-    mean prefill ``<= slo_s`` (the FleetOpt paper's rule). Pools with no traffic need 0.
-    Returns an int64 array; ``-1`` marks pools that no instance count can serve because
-    their TTFT floors alone miss the SLO.
-
-    The search starts at the utilization bound, where most pools already pass, and
-    brackets the rest by doubling before an integer bisection; every evaluation uses the
-    exact Erlang C.
-    """
-    if not 0 < percentile < 100:
-        raise FleetOptError(f"percentile={percentile}: must be strictly between 0 and 100")
-    if not 0 < rho_max <= 1:
-        raise FleetOptError(f"rho_max={rho_max}: the utilization cap must be in (0, 1]")
-    q = percentile / 100.0
-    rate = np.atleast_1d(np.asarray(load.rate_rps, float))
-    n = rate.shape[0]
-    a = load.offered_load
-    slots = np.asarray(load.slots_per_instance, float)
-    result = np.zeros(n, dtype=np.int64)
-    busy = np.flatnonzero(rate > 0)
-    if busy.size == 0:
-        return result
-    # Floors that cannot be met at any size: the share over the SLO is fixed.
-    fp = np.atleast_2d(load.floor_prob)
-    fs = load.floor_s if np.ndim(load.floor_s) == 2 else np.broadcast_to(load.floor_s, fp.shape)
-    if paper_rule:
-        impossible = load.mean_floor_s >= slo_s
-    else:
-        impossible = np.sum(np.where(fs >= slo_s, fp, 0.0), axis=-1) >= (1.0 - q)
-    result[impossible & (rate > 0)] = -1
-    busy = busy[~impossible[busy]]
-    if busy.size == 0:
-        return result
-    # Utilization bound; strictly more slots than load for a stable queue.
-    lo = np.ceil(a[busy] / (slots[busy] * rho_max) - 1e-12).astype(np.int64)
-    lo = np.maximum(lo, 1)
-    unstable = lo * slots[busy] <= a[busy]
-    lo[unstable] += 1
-    ok = _slo_miss(load, busy, lo, slo_s, q, paper_rule) <= 0
-    result[busy[ok]] = lo[ok]
-    todo = busy[~ok]
-    lo = lo[~ok]  # infeasible counts
-    if todo.size == 0:
-        return result
-    hi = lo * 2
+def _bisect_quantile_s(tail, q: float, hi_s: float) -> float:
+    """Smallest ``t >= 0`` with ``tail(t) <= 1 - q`` for a non-increasing ``tail``, to the
+    last bit (the one numeric inversion of the package; single queues use closed forms)."""
+    target = 1.0 - q
+    if tail(0.0) <= target:
+        return 0.0
+    lo, hi = 0.0, max(hi_s, 1e-6)
     for _ in range(64):
-        bad = _slo_miss(load, todo, hi, slo_s, q, paper_rule) > 0
-        if not np.any(bad):
+        if tail(hi) <= target:
             break
-        lo = np.where(bad, hi, lo)
-        hi = np.where(bad, hi * 2, hi)
-    while True:
-        open_ = hi - lo > 1
-        if not np.any(open_):
+        lo, hi = hi, hi * 2.0
+    else:
+        return math.inf
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if not lo < mid < hi:
             break
-        mid = (lo + hi) // 2
-        sel = np.flatnonzero(open_)
-        bad = _slo_miss(load, todo[sel], mid[sel], slo_s, q, paper_rule) > 0
-        lo[sel] = np.where(bad, mid[sel], lo[sel])
-        hi[sel] = np.where(bad, hi[sel], mid[sel])
-    result[todo] = hi
-    return result
+        if tail(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+@dataclass(frozen=True)
+class QueueMix:
+    """Requests split over independent queues with traffic ``shares`` (docs/model.md §3).
+
+    A pool whose requests split over allocations of several GPU types, or a fleet of
+    pools. Every tail is the share-weighted sum of the queues' tails. ``shares`` sum to 1
+    over the queues with traffic; a mixture with no traffic has all shares 0.
+    """
+
+    queues: tuple[Queue, ...]
+    shares: tuple[float, ...]
+
+    @classmethod
+    def by_rate(cls, queues) -> QueueMix:
+        """Queues weighted by their arrival rates (the fleet or a pool as routed)."""
+        queues = tuple(queues)
+        rates = [x.rate_rps for x in queues]
+        total = sum(rates)
+        return cls(queues, tuple(r / total if total > 0 else 0.0 for r in rates))
+
+    @property
+    def _live(self) -> list[tuple[float, Queue]]:
+        return [(w, x) for w, x in zip(self.shares, self.queues, strict=True) if w > 0]
+
+    @property
+    def servers(self) -> int:
+        return int(sum(x.servers for x in self.queues))
+
+    @property
+    def utilization(self) -> float:
+        """Busy slots over slots, ``sum a / sum c`` (inf for traffic on no servers)."""
+        a = sum(x.offered_load for x in self.queues)
+        c = self.servers
+        return a / c if c > 0 else (math.inf if a > 0 else 0.0)
+
+    def miss(self, slo_s: float) -> float:
+        """P(TTFT > slo_s) over the mixture."""
+        return sum(w * x.miss(slo_s) for w, x in self._live)
+
+    def wait_tail(self, t_s: float) -> float:
+        return sum(w * x.wait_tail(t_s) for w, x in self._live)
+
+    def _quantile_s(self, q: float, ttft: bool) -> float:
+        """The ``q`` quantile of TTFT (``ttft``) or of the wait, seconds: the queue's closed
+        form when one queue has traffic, else bisection on the mixture's tail."""
+        live = self._live
+        if not live:
+            return 0.0
+        if len(live) == 1:
+            x = live[0][1]
+            return x.ttft_quantile_s(q) if ttft else x.wait_quantile_s(q)
+        if ttft:
+            hi = max(float(np.max(x.floor_s)) for _, x in live) + 1e-3
+            return _bisect_quantile_s(self.miss, q, hi)
+        return _bisect_quantile_s(self.wait_tail, q, 1e-3)
+
+    def ttft_quantile_s(self, q: float) -> float:
+        """The ``q`` quantile of TTFT = wait + floor, seconds."""
+        return self._quantile_s(q, ttft=True)
+
+    def wait_quantile_s(self, q: float) -> float:
+        """The ``q`` quantile of the wait, seconds."""
+        return self._quantile_s(q, ttft=False)
+
+    @property
+    def mean_wait_s(self) -> float:
+        return sum(w * x.mean_wait_s for w, x in self._live)
+
+    @property
+    def mean_floor_s(self) -> float:
+        return sum(w * x.mean_floor_s for w, x in self._live)
+
+    def paper_ttft_s(self, q: float) -> float:
+        """The paper's rule: the ``q`` quantile of the wait plus the mean floor, seconds."""
+        return self.wait_quantile_s(q) + self.mean_floor_s if self._live else 0.0
+
+
+@dataclass(frozen=True)
+class PoolFigures:
+    """The model's figures of one allocation, pool or fleet (docs/model.md §3).
+
+    utilization: ``sum a / sum c``. ttft_ms: TTFT at the SLO's percentile by the rule in
+    force (the tail rule, or with ``paper_rule`` the paper's P``q`` wait + mean floor).
+    ttft_at_percentile_ms / p99_ttft_ms: the tail rule's TTFT at the SLO's percentile and
+    at P99. slo_miss_share: P(TTFT > SLO) (tail rule). mean_wait_ms: Allen-Cunneen.
+    p99_wait_ms: P99 of the wait. paper_p99_ttft_ms: P99 wait + mean floor.
+    """
+
+    utilization: float
+    ttft_ms: float
+    ttft_at_percentile_ms: float
+    p99_ttft_ms: float
+    slo_miss_share: float
+    mean_wait_ms: float
+    p99_wait_ms: float
+    paper_p99_ttft_ms: float
+
+
+def pool_figures(queues: Queue | QueueMix, slo_s: float, percentile: float,
+                 paper_rule: bool = False) -> PoolFigures:
+    """Every figure of a queue or a mixture at the TTFT SLO ``slo_s`` (P``percentile``).
+
+    The one function the planner, the MILP's plan and the simulator's analytical side use.
+    Figures of a group with no traffic are 0 (its utilization still counts its servers).
+    """
+    mix = queues.alone() if isinstance(queues, Queue) else queues
+    util = mix.utilization
+    if not mix._live:
+        return PoolFigures(util, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    q = percentile / 100.0
+    at_q = mix.ttft_quantile_s(q)
+    p99 = at_q if q == 0.99 else mix.ttft_quantile_s(0.99)
+    wait_p99 = mix.wait_quantile_s(0.99)
+    mean_floor = mix.mean_floor_s
+    paper_q = (wait_p99 if q == 0.99 else mix.wait_quantile_s(q)) + mean_floor
+    return PoolFigures(
+        utilization=util, ttft_ms=(paper_q if paper_rule else at_q) * 1e3,
+        ttft_at_percentile_ms=at_q * 1e3, p99_ttft_ms=p99 * 1e3,
+        slo_miss_share=mix.miss(slo_s), mean_wait_ms=mix.mean_wait_s * 1e3,
+        p99_wait_ms=wait_p99 * 1e3, paper_p99_ttft_ms=(wait_p99 + mean_floor) * 1e3)
+
+
+def __getattr__(name: str):
+    """``PoolLoad``, ``QueueBatch`` and ``min_instances`` live in modules built on this
+    one; they are re-exported here on first use (PEP 562), without an import cycle."""
+    if name in ("PoolLoad", "QueueBatch"):
+        from . import poolload
+
+        return getattr(poolload, name)
+    if name == "min_instances":
+        from .sizing import min_instances
+
+        return min_instances
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,6 +42,8 @@ class Scenario:
     compression_latency_ms: added to the TTFT of compressed requests.
     paper_compat: the paper's rule (P99 wait + mean prefill) and 80/20 length split.
     boundaries_tokens: candidate boundaries; ``None`` = :func:`default_boundaries`.
+    service_model: the name of the service model that turns each pool's demand into the
+        queue it is sized on (:mod:`fleetopt_milp.service`; ``"slot"``, docs/model.md §2-3).
     """
 
     workload: Workload
@@ -57,6 +59,7 @@ class Scenario:
     compression_latency_ms: float = 0.0
     paper_compat: bool = False
     boundaries_tokens: tuple[int, ...] | None = None
+    service_model: str = "slot"
 
     def validated(self) -> Scenario:
         """Check every field; raise :class:`FleetOptError` naming the field and the fix."""

@@ -68,12 +68,14 @@ import numpy as np
 from scipy import special
 
 from . import _kernels
-from .demand import MomentTable, pool_load
+from .demand import MomentTable
 from .errors import FleetOptError
 from .hardware import Catalog, Profile, load_catalog, resolve_profile
 from .plan import Plan
-from .queueing import erlang_c, ttft_miss_probability, wait_quantile_s, wait_tail
+from .poolload import PoolLoad
+from .queueing import Queue, QueueMix, pool_figures
 from .routing import route, split_allocations
+from .service import SLOT
 from .workload import Trace, Workload, load_workload, paper_split
 
 __all__ = [
@@ -633,148 +635,60 @@ def _window_metrics(job: _Job, arrival, alloc, pool, wait, ttft, tpot, preempt, 
 # ---------------------------------------------------------------------------------------
 
 
-def _bisect_quantile(tail, q: float, hi: float) -> float:
-    """Smallest ``t >= 0`` with ``tail(t) <= 1 - q`` for a non-increasing ``tail``."""
-    if tail(0.0) <= 1.0 - q:
-        return 0.0
-    lo = 0.0
-    k = 0
-    while tail(hi) > 1.0 - q:
-        lo, hi = hi, hi * 2.0
-        k += 1
-        if k > 60:
-            return math.inf
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if tail(mid) > 1.0 - q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-9 * max(hi, 1e-3):
-            break
-    return hi
-
-
-@dataclass(frozen=True)
-class _Queue:
-    """One allocation's analytical queue (MODEL.md section 3)."""
-
-    rate: float
-    c: int
-    a: float
-    es: float
-    cs2: float
-    floor_s: np.ndarray
-    floor_p: np.ndarray
-
-    @property
-    def stable(self) -> bool:
-        return self.c > self.a
-
-    def ttft_tail(self, t: float) -> float:
-        if not self.stable:
-            return 1.0
-        return float(ttft_miss_probability(t, self.c, self.a, self.es, self.cs2,
-                                           self.floor_s, self.floor_p)[0])
-
-    def wait_tail(self, t: float) -> float:
-        return float(wait_tail(t, self.c, self.a, self.es, self.cs2)) if self.stable else 1.0
-
-    @property
-    def mean_wait_s(self) -> float:
-        if not self.stable:
-            return math.inf
-        return float(erlang_c(self.c, self.a)) * self.es / (self.c - self.a) * \
-            (1.0 + self.cs2) / 2.0
-
-    @property
-    def mean_floor_s(self) -> float:
-        return float(np.dot(self.floor_s, self.floor_p) / max(self.floor_p.sum(), 1e-300))
-
-
-def _queues(fleet: FleetSpec, workload: Workload, rate_rps: float) -> list[_Queue]:
-    """Analytical queue of every allocation, from the exact pool moments (demand.py)."""
+def _queues(fleet: FleetSpec, workload: Workload, rate_rps: float) -> list[Queue]:
+    """Analytical queue of every allocation, from the exact pool moments (docs/model.md §3),
+    in :attr:`FleetSpec.ordered_allocations` order."""
     windows = np.asarray(fleet.windows_tokens, dtype=np.int64)
     gammas = np.asarray(fleet.gammas, dtype=float)
-    tables: dict[str, tuple[MomentTable, list]] = {}
+    loads: dict[str, PoolLoad] = {}
     out = []
     for a in fleet.ordered_allocations:
         key = a.profile.name
-        if key not in tables:
+        if key not in loads:  # one table per profile; every pool's load at the total rate
             t = MomentTable(workload, a.profile, windows[:-1], np.unique(np.r_[1.0, gammas]),
                             int(windows[-1]), fleet.compression_latency_s)
-            tables[key] = (t, t.pools(windows[None, :], gammas[None, :],
-                                      fleet.compressible_share))
-        table, moments = tables[key]
-        load = pool_load(moments[a.pool], table, [int(windows[a.pool])],
-                         rate_rps * a.load_share)
-        fp = np.asarray(load.floor_prob)[0]
-        keep = fp > 0
-        out.append(_Queue(rate=float(load.rate_rps[0]), c=a.instances * fleet.slots(a),
-                          a=float(load.offered_load[0]), es=float(load.mean_service_s[0]),
-                          cs2=float(load.cs2[0]), floor_s=np.asarray(load.floor_s)[keep],
-                          floor_p=fp[keep]))
+            moments = t.pools(windows[None, :], gammas[None, :], fleet.compressible_share)
+            loads[key] = PoolLoad.concat(
+                [SLOT.pool_load(m, t, [int(windows[k])], rate_rps)
+                 for k, m in enumerate(moments)])
+        out.append(loads[key].queue(a.pool, a.instances, a.load_share))
     return out
 
 
-def _mixture(queues: list[_Queue], inst: list[int], fleet: FleetSpec) -> Analytical:
+def _group(queues: list[Queue], fleet: FleetSpec) -> Analytical:
     """Analytical figures of a group of allocations (rate-weighted mixture of their queues)."""
-    rate = sum(x.rate for x in queues)
-    w = [x.rate / rate if rate > 0 else 0.0 for x in queues]
-    live = [(wi, x) for wi, x in zip(w, queues, strict=True) if wi > 0]
-    n_inst = sum(inst)
-    util = sum((x.a / x.c if x.c > 0 else (math.inf if x.a > 0 else 0.0)) * i
-               for x, i in zip(queues, inst, strict=True)) / max(n_inst, 1)
-    if not live:
-        return Analytical(util, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                          sum(x.c for x in queues))
-
-    def ttft(t):
-        return sum(wi * x.ttft_tail(t) for wi, x in live)
-
-    def wait(t):
-        return sum(wi * x.wait_tail(t) for wi, x in live)
-
-    hi = max(float(np.max(x.floor_s)) for _, x in live) + 1e-3
-    q = fleet.percentile / 100.0
-    mean_floor = sum(wi * x.mean_floor_s for wi, x in live)
-    p99_wait = _bisect_quantile(wait, 0.99, 1e-3)
+    mix = QueueMix.by_rate(queues)
+    f = pool_figures(mix, fleet.slo_s, fleet.percentile, fleet.paper_compat)
+    live = [(w, x) for w, x in zip(mix.shares, queues, strict=True) if w > 0]
     one = queues[0] if len(queues) == 1 else None
-    if one is not None and one.stable:
-        # The paper's rule: the wait quantile in closed form plus the mean prefill.
-        paper = float(wait_quantile_s(0.99, one.c, one.a, one.es, one.cs2)) + mean_floor
-    else:
-        paper = p99_wait + mean_floor
     return Analytical(
-        utilization=util,
-        p99_ttft_ms=_bisect_quantile(ttft, 0.99, hi) * 1e3,
-        ttft_at_percentile_ms=_bisect_quantile(ttft, q, hi) * 1e3,
-        slo_miss_share=ttft(fleet.slo_s),
-        mean_wait_ms=sum(wi * x.mean_wait_s for wi, x in live) * 1e3,
-        p99_wait_ms=p99_wait * 1e3,
-        paper_p99_ttft_ms=paper * 1e3,
-        rate_rps=rate,
-        mean_service_s=one.es if one is not None else sum(wi * x.es for wi, x in live),
+        utilization=f.utilization, p99_ttft_ms=f.p99_ttft_ms,
+        ttft_at_percentile_ms=f.ttft_at_percentile_ms, slo_miss_share=f.slo_miss_share,
+        mean_wait_ms=f.mean_wait_ms, p99_wait_ms=f.p99_wait_ms,
+        paper_p99_ttft_ms=f.paper_p99_ttft_ms,
+        rate_rps=sum(x.rate_rps for x in queues),
+        mean_service_s=(one.mean_service_s if one is not None
+                        else sum(w * x.mean_service_s for w, x in live)),
         cs2=one.cs2 if one is not None else math.nan,
-        servers=sum(x.c for x in queues))
+        servers=mix.servers)
 
 
-def _warmup_s(queues: list[_Queue]) -> float:
+def _warmup_s(queues: list[Queue]) -> float:
     """Automatic warm-up time: 3 x the longest mean residual service time
     ``E[S^2] / (2 E[S]) = E[S] (1 + cs2) / 2`` of the allocations with traffic, the time an
     empty M/G/c needs to fill its slots to their steady occupancy."""
-    return 3.0 * max((x.es * (1.0 + x.cs2) / 2.0 for x in queues if x.rate > 0), default=0.0)
+    return 3.0 * max((x.mean_service_s * (1.0 + x.cs2) / 2.0 for x in queues
+                      if x.rate_rps > 0), default=0.0)
 
 
-def _analytical(fleet: FleetSpec, queues: list[_Queue]) -> list[Analytical]:
+def _analytical(fleet: FleetSpec, queues: list[Queue]) -> list[Analytical]:
     """Analytical figures per group (allocations, pools, fleet), in :func:`_groups` order."""
     allocs = fleet.ordered_allocations
-    inst = [a.instances for a in allocs]
-    out = [_mixture([x], [i], fleet) for x, i in zip(queues, inst, strict=True)]
+    out = [_group([x], fleet) for x in queues]
     for k in range(len(fleet.windows_tokens)):
-        idx = [i for i, a in enumerate(allocs) if a.pool == k]
-        out.append(_mixture([queues[i] for i in idx], [inst[i] for i in idx], fleet))
-    out.append(_mixture(queues, inst, fleet))
+        out.append(_group([x for x, a in zip(queues, allocs, strict=True) if a.pool == k],
+                          fleet))
+    out.append(_group(queues, fleet))
     return out
 
 
