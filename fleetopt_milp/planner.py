@@ -83,8 +83,11 @@ def _loads(tables: PlanningTables, parts: list[PoolParts], windows: np.ndarray
     """Each pool's load under the scenario's service model (docs/model.md §2-4)."""
     s = tables.scenario
     model = service_model(s.service_model)
-    return [model.pool_load(p.at(s.compressible_share), tables.table, windows[:, k], s.rate_rps)
-            for k, p in enumerate(parts)]
+    loads = [model.pool_load(p.at(s.compressible_share), tables.table, windows[:, k],
+                             s.rate_rps) for k, p in enumerate(parts)]
+    if s.tpot_ms is not None:  # the engine model's own SLO (docs/engine.md §2)
+        loads = [ld.with_tpot_slo(s.tpot_ms * 1e-3, s.tpot_percentile) for ld in loads]
+    return loads
 
 
 def _counts(tables: PlanningTables, loads: list[PoolLoad]) -> np.ndarray:
@@ -124,8 +127,15 @@ def _build_pools(tables: PlanningTables, loads: list[PoolLoad], i: int, counts: 
     pools = []
     for k, load in enumerate(loads):
         n = int(counts[i, k])
-        fig = pool_figures(load.queue(i, max(n, 0)), s.slo_ms * 1e-3, s.percentile,
-                           s.paper_compat)
+        queue = load.queue(i, max(n, 0))
+        fig = pool_figures(queue, s.slo_ms * 1e-3, s.percentile, s.paper_compat)
+        tpot = {}
+        if load.load_dependent and n > 0:  # the engine model's TPOT (docs/engine.md §2)
+            from .engine_model import tpot_figures
+
+            tf = tpot_figures([queue], [1.0], s.tpot_percentile, s.tpot_ms)
+            tpot = dict(mean_tpot_ms=tf.mean_ms, tpot_ms=tf.at_percentile_ms,
+                        mean_batch=queue.mean_batch)
         rate = float(load.rate_rps[i])
         alloc = Allocation(
             profile=prof.name, gpu=prof.gpu, model=prof.model, tp=prof.tp, instances=n,
@@ -144,7 +154,7 @@ def _build_pools(tables: PlanningTables, loads: list[PoolLoad], i: int, counts: 
             gamma=float(gammas[i, k]) if k < len(loads) - 1 else 1.0,
             allocations=(alloc,), rate_rps=rate, compressed_in_rps=comp_in,
             utilization=fig.utilization, p99_ttft_ms=fig.ttft_ms,
-            slo_miss_share=fig.slo_miss_share))
+            slo_miss_share=fig.slo_miss_share, **tpot))
     return tuple(pools)
 
 
@@ -215,6 +225,14 @@ def _search(s: Scenario, tables: PlanningTables):
             baselines[name] = FleetSummary(
                 name, int(windows[i, 0]), float(gammas[i, 0]), int(counts[i].sum()),
                 int(counts[i].sum()) * tp, float(usd[i]), tuple(int(x) for x in counts[i]))
+    if not np.isfinite(usd).any() and not h_ok and s.tpot_ms is not None:
+        hl = h_loads[0]
+        alone_ms = float(hl.w_s[0] + hl.step_cost_s[0] / hl.mean_iterations[0]) * 1e3
+        if alone_ms > s.tpot_ms:
+            raise InfeasibleError(
+                f"no fleet meets the TPOT SLO: a decode step of one sequence takes "
+                f"{alone_ms:.1f} ms on {s.profile.name}, above --tpot-ms {s.tpot_ms:g}; relax "
+                "--tpot-ms or choose a faster profile", binding="tpot")
     if not np.isfinite(usd).any() and not h_ok:
         raise InfeasibleError(
             "no fleet meets the SLO: " + _prefill_fault(tables, h_loads[0], 0, "homogeneous")
@@ -251,7 +269,8 @@ def candidate_plans(scenario: Scenario, count: int, tables: PlanningTables | Non
         percentile=s.percentile, model=s.profile.model,
         long_context_tokens=s.long_context_tokens, compressible_share=s.compressible_share,
         rho_max=s.rho_max, paper_compat=s.paper_compat,
-        compression_latency_ms=s.compression_latency_ms, baselines=baselines)
+        compression_latency_ms=s.compression_latency_ms, baselines=baselines,
+        service_model=s.service_model, tpot_slo_ms=s.tpot_ms, tpot_percentile=s.tpot_percentile)
     out = []
     for i in _ranked(usd, counts, gammas, windows, baselines["homogeneous"].usd_per_hour):
         if len(out) >= count:

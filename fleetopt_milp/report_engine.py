@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["calibration_renderable"]
+__all__ = ["calibration_renderable", "operating_point_table"]
 
 
 def calibration_renderable(fit) -> Group:
@@ -28,3 +28,17 @@ def calibration_renderable(fit) -> Group:
     t.add_row("residuals |model/obs - 1|", f"median {fit.median_abs_error:.1%}, "
               f"P90 {fit.p90_abs_error:.1%}", "-")
     return Group(head, t)
+
+
+def operating_point_table(plan) -> Table:
+    """Each pool's operating point under the engine model: batch and TPOT (docs/engine.md §2)."""
+    t = Table(title="Operating point per instance (engine model)", title_justify="left")
+    pct = f"P{plan.tpot_percentile:g}"
+    for col in ("pool", "mean batch", "mean TPOT (ms)", f"{pct} TPOT (ms)"):
+        t.add_column(col, justify="left" if col == "pool" else "right")
+    for p in plan.pools:
+        if p.mean_tpot_ms is None:
+            t.add_row(p.role, "-", "-", "-")
+            continue
+        t.add_row(p.role, f"{p.mean_batch:,.1f}", f"{p.mean_tpot_ms:,.1f}", f"{p.tpot_ms:,.1f}")
+    return t
