@@ -186,7 +186,7 @@ def ttft_quantile_s(q, c, a, mean_service_s, cs2, floor_s, floor_prob):
     ec = float(erlang_c(c, a))
     theta = float(_decay_per_s(c, a, mean_service_s, cs2))
     above = np.concatenate([np.cumsum(p[::-1])[::-1][1:], [0.0]])  # A_j: floors > T_j
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # C = 0: nan where masked below
         log_e = np.logaddexp.accumulate(np.log(p) + theta * fs)  # log E_j
         t_star = (np.log(ec) + log_e - np.log(np.maximum(target - above, 0.0))) / theta
     t_star = np.where(target > above, t_star, np.inf)
