@@ -114,7 +114,9 @@ class MomentTable:
         self._tau_s = float(profile.iter_time_s(1, profile.calib_tokens))
         kmax = int(max(k.max(), _ceil_div(np.int64(self.long_context_tokens), chunk)))
         self.kmax = kmax
-        levels = np.arange(kmax + 1) * self._tau_s
+        # TTFT floors: k prefill chunks plus the profile's fixed TTFT overhead (0 except in
+        # calibrated profiles, docs/engine.md §3).
+        levels = np.arange(kmax + 1) * self._tau_s + profile.ttft_overhead_ms * 1e-3
         # Floor grid: uncompressed prefill levels, then the same shifted by compression latency.
         self.floor_s = np.concatenate([levels, levels + self.compression_latency_s])
         # Each floor's prefill chunks and the compression latency in it (the engine model

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from pathlib import Path
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["calibration_renderable", "operating_point_table"]
+__all__ = ["calibration_renderable", "operating_point_table", "evaluation_renderable",
+           "write_json"]
 
 
 def calibration_renderable(fit) -> Group:
@@ -42,3 +48,52 @@ def operating_point_table(plan) -> Table:
             continue
         t.add_row(p.role, f"{p.mean_batch:,.1f}", f"{p.mean_tpot_ms:,.1f}", f"{p.tpot_ms:,.1f}")
     return t
+
+
+def _ms(x) -> str:
+    return "-" if x is None or x != x or x == float("inf") else f"{x:,.1f}"
+
+
+def evaluation_renderable(ev) -> Group:
+    """A :class:`~fleetopt_milp.evaluate.FleetEvaluation` as a headline and tables."""
+    s = ev.slo
+    slo = f"P{s.percentile:g} TTFT <= {s.ttft_ms:g} ms" + (
+        f", P{s.tpot_percentile:g} TPOT <= {s.tpot_ms:g} ms" if s.tpot_ms is not None else "")
+    head = Text.assemble(("Fleet evaluation", "bold"), f"  workload {ev.workload} · "
+                         f"{ev.rate_rps:g} req/s · {slo} · service model {ev.service_model}")
+    groups = [("model", [*ev.pools, ev.fleet])]
+    if ev.simulation is not None:
+        groups.append((f"{ev.simulation['fidelity']} simulation",
+                       ev.simulation["pools"] + [ev.simulation["fleet"]]))
+    tables = []
+    for title, rows in groups:
+        t = Table(title=title, title_justify="left")
+        for col in ("group", "instances", "rate (req/s)", "utilization", "mean batch",
+                    "TTFT P50/P90/P99 (ms)", "TPOT mean/P99 (ms)", "share > SLO"):
+            t.add_column(col, justify="left" if col == "group" else "right")
+        for r in rows:
+            r = r if isinstance(r, dict) else r.to_dict()
+            tt, tp = r["ttft_ms"], r["tpot_ms"]
+            t.add_row(r["name"], str(r["instances"]), _ms(r["rate_rps"]),
+                      "-" if r["utilization"] is None else f"{100 * r['utilization']:.1f}%",
+                      _ms(r["mean_batch"]), " / ".join(_ms(tt[k]) for k in ("p50", "p90", "p99")),
+                      f"{_ms(tp['mean'])} / {_ms(tp['p99'])}",
+                      "-" if r["slo_miss_share"] is None else f"{100 * r['slo_miss_share']:.2f}%")
+        tables.append(t)
+    rates = Text(f"Highest rate within the SLOs: {_ms(ev.max_rate_rps)} req/s; saturation "
+                 f"(unbounded queue): {_ms(ev.saturation_rps)} req/s.")
+    return Group(head, *tables, rates)
+
+
+def write_json(obj: dict, path) -> None:
+    """Write ``obj`` as strict JSON to ``path`` atomically (temporary file, then rename)."""
+    p = Path(path)
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

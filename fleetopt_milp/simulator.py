@@ -509,7 +509,8 @@ def _run(job: _Job) -> dict:
         sel = order[bounds[ai + 1]:bounds[ai + 2]]
         if sel.size == 0:
             continue
-        floor[sel] = a.profile.prefill_s(lin_s[sel])
+        # TTFT floor: prefill plus the profile's fixed overhead (0 unless calibrated).
+        floor[sel] = a.profile.prefill_s(lin_s[sel]) + a.profile.ttft_overhead_ms * 1e-3
         if job.fidelity == "slot":
             service[sel] = a.profile.service_s(lin_s[sel], lout[sel],
                                                fleet.windows_tokens[a.pool])
@@ -539,7 +540,9 @@ def _run(job: _Job) -> dict:
             np.array([x.calib_tokens for x in p], dtype=np.float64),
             np.array([x.seq_ms * 1e-3 for x in p]), True)
         wait = first_admit - arrival
-        ttft = first_token - arrival + routed.compressed * fleet.compression_latency_s
+        overhead = np.array([x.ttft_overhead_ms * 1e-3 for x in p] + [0.0])
+        ttft = (first_token - arrival + routed.compressed * fleet.compression_latency_s
+                + overhead[alloc])
         with np.errstate(invalid="ignore", divide="ignore"):
             tpot = (finish - first_token) / lout
         busy_from = finish - held
