@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy import special
@@ -114,11 +115,15 @@ def wait_tail(t_s, c, a, mean_service_s, cs2):
     ``a`` = offered load in Erlangs, ``mean_service_s`` = E[S], ``cs2`` = Var[S]/E[S]^2.
     Unstable queues (``a >= c``) wait with probability 1 at every ``t``.
     """
-    t_s = np.asarray(t_s, dtype=float)
-    ec = erlang_c(c, a)
     with np.errstate(invalid="ignore", over="ignore"):
         theta = _decay_per_s(c, a, mean_service_s, cs2)
-        tail = np.where(np.asarray(c, float) > a, ec * np.exp(-theta * np.maximum(t_s, 0.0)), 1.0)
+    return _wait_tail(t_s, erlang_c(c, a), theta, np.asarray(c, float) > a)
+
+
+def _wait_tail(t_s, ec, theta, stable):
+    with np.errstate(invalid="ignore", over="ignore"):
+        tail = np.where(stable, ec * np.exp(-theta * np.maximum(np.asarray(t_s, float), 0.0)),
+                        1.0)
     return tail if np.ndim(tail) else float(tail)
 
 
@@ -128,11 +133,15 @@ def wait_quantile_s(q, c, a, mean_service_s, cs2):
     Inverts :func:`wait_tail`: ``max(0, ln(C / (1 - q)) / theta)``. This is the paper's
     P99 wait (its simulator's ``p99_wait``).
     """
-    ec = np.asarray(erlang_c(c, a), dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         theta = _decay_per_s(c, a, mean_service_s, cs2)
-        w = np.maximum(np.log(ec / (1.0 - q)) / theta, 0.0)
-    w = np.where(np.asarray(c, float) > a, w, np.inf)
+    return _wait_quantile(q, erlang_c(c, a), theta, np.asarray(c, float) > a)
+
+
+def _wait_quantile(q, ec, theta, stable):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.maximum(np.log(np.asarray(ec, float) / (1.0 - q)) / theta, 0.0)
+    w = np.where(stable, w, np.inf)
     return w if np.ndim(w) else float(w)
 
 
@@ -149,54 +158,36 @@ def ttft_miss_probability(slo_s, c, a, mean_service_s, cs2, floor_s, floor_prob)
     """
     c = np.atleast_1d(np.asarray(c, dtype=float))
     a = np.atleast_1d(np.asarray(a, dtype=float))
+    with np.errstate(invalid="ignore", over="ignore"):
+        theta = _decay_per_s(c, a, mean_service_s, cs2)
+    return _miss(slo_s, erlang_c(c, a), theta, c > a, floor_s, floor_prob)
+
+
+def _miss(slo_s, ec, theta, stable, floor_s, floor_prob) -> np.ndarray:
+    """:func:`ttft_miss_probability` given Erlang C ``ec`` and the decay rate ``theta``."""
     floor_s = np.asarray(floor_s, dtype=float)
     floor_prob = np.asarray(floor_prob, dtype=float)
     slack = slo_s - floor_s
     over = slack <= 0
     fixed = np.sum(np.where(over, floor_prob, 0.0), axis=-1)
-    ec = erlang_c(c, a)
     with np.errstate(invalid="ignore", over="ignore"):
-        theta = _decay_per_s(c, a, mean_service_s, cs2)
         theta_col = np.reshape(theta, (-1, 1))
         wait = np.sum(
             np.where(over, 0.0, floor_prob * np.exp(-theta_col * np.maximum(slack, 0.0))), axis=-1
         )
-        miss = fixed + np.where(c > a, ec * wait, np.sum(np.where(over, 0.0, floor_prob), axis=-1))
+        miss = fixed + np.where(stable, ec * wait,
+                                np.sum(np.where(over, 0.0, floor_prob), axis=-1))
     return miss
 
 
 def ttft_quantile_s(q, c, a, mean_service_s, cs2, floor_s, floor_prob):
     """The ``q`` quantile of TTFT (wait + floor) for one pool, seconds (scalar inputs).
 
-    The smallest ``t`` with ``P(TTFT > t) <= 1 - q`` under :func:`ttft_miss_probability`,
-    in closed form: between consecutive floors ``T_j < t <= T_{j+1}`` the tail is
-    ``A_j + C exp(-theta t) E_j`` with ``A_j`` the share of floors above ``T_j`` and
-    ``E_j = sum_{i <= j} p_i exp(theta T_i)`` (kept in log space), so each segment's
-    crossing is one logarithm. ``inf`` for an unstable queue.
+    The smallest ``t`` with ``P(TTFT > t) <= 1 - q`` under :func:`ttft_miss_probability`
+    (:meth:`Queue.ttft_quantile_s`); ``inf`` for an unstable queue.
     """
-    if c <= a:
-        return float("inf")
-    fs = np.asarray(floor_s, dtype=float)
-    fp = np.asarray(floor_prob, dtype=float)
-    keep = fp > 0
-    fs, inv = np.unique(fs[keep], return_inverse=True)
-    p = np.bincount(inv, weights=fp[keep], minlength=fs.size)
-    p = p / p.sum()
-    target = 1.0 - q
-    ec = float(erlang_c(c, a))
-    theta = float(_decay_per_s(c, a, mean_service_s, cs2))
-    above = np.concatenate([np.cumsum(p[::-1])[::-1][1:], [0.0]])  # A_j: floors > T_j
-    with np.errstate(divide="ignore", invalid="ignore"):  # C = 0: nan where masked below
-        log_e = np.logaddexp.accumulate(np.log(p) + theta * fs)  # log E_j
-        t_star = (np.log(ec) + log_e - np.log(np.maximum(target - above, 0.0))) / theta
-    t_star = np.where(target > above, t_star, np.inf)
-    nxt = np.concatenate([fs[1:], [np.inf]])
-    for j in range(fs.size):  # first segment (T_j, T_{j+1}] where the tail reaches target
-        if t_star[j] <= fs[j]:
-            return float(fs[j])
-        if t_star[j] <= nxt[j]:
-            return float(t_star[j])
-    return float("inf")  # unreachable for target in (0, 1): the last segment always crosses
+    return Queue(c, a, mean_service_s, cs2, np.asarray(floor_s, float),
+                 np.asarray(floor_prob, float)).ttft_quantile_s(q)
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,6 +214,11 @@ class Queue:
     floor_s: np.ndarray = field(repr=False)
     floor_prob: np.ndarray = field(repr=False)
 
+    def __post_init__(self):
+        for name in ("floor_s", "floor_prob"):
+            object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name),
+                                                                dtype=np.float64).ravel())
+
     @property
     def rate_rps(self) -> float:
         """Arrival rate, requests/s (``a / E[S]``)."""
@@ -239,33 +235,53 @@ class Queue:
     def stable(self) -> bool:
         return self.servers > self.offered_load
 
-    @property
+    @cached_property
     def erlang_c(self) -> float:
-        """Probability that an arrival waits (1 if unstable)."""
-        return float(erlang_c(self.servers, self.offered_load))
+        """Probability that an arrival waits (1 if unstable, 0 without traffic), from the
+        compiled series of :mod:`fleetopt_milp._sizing` (agrees with :func:`erlang_c`)."""
+        if self.offered_load <= 0:
+            return 0.0
+        if not self.stable:
+            return 1.0
+        from ._sizing import erlang_c_kernel  # numba, loaded on first use
+
+        return float(erlang_c_kernel(float(self.servers), float(self.offered_load)))
+
+    @cached_property
+    def decay_per_s(self) -> float:
+        """Decay rate of the wait tail, ``2 (c - a) / (E[S] (1 + cs2))`` per second."""
+        return 2.0 * (self.servers - self.offered_load) / (self.mean_service_s
+                                                            * (1.0 + self.cs2))
 
     def wait_tail(self, t_s: float) -> float:
         """P(Wq > t) (:func:`wait_tail`)."""
-        return float(wait_tail(t_s, self.servers, self.offered_load, self.mean_service_s,
-                               self.cs2))
+        return _wait_tail(t_s, self.erlang_c, self.decay_per_s, self.stable)
 
     def miss(self, slo_s: float) -> float:
         """P(TTFT > slo_s): the wait + floor tail summed over floor classes."""
-        if self.offered_load <= 0:
-            return float(np.sum(self.floor_prob[self.floor_s >= slo_s]))
-        return float(ttft_miss_probability(slo_s, self.servers, self.offered_load,
-                                           self.mean_service_s, self.cs2, self.floor_s,
-                                           self.floor_prob)[0])
+        if not self.stable or self.offered_load <= 0:
+            return float(_miss(slo_s, self.erlang_c, 0.0, self.stable, self.floor_s,
+                               self.floor_prob)[0])
+        from ._sizing import miss_kernel
+
+        return miss_kernel(float(slo_s), self.erlang_c, self.decay_per_s, self.floor_s,
+                           self.floor_prob)
 
     def wait_quantile_s(self, q: float) -> float:
         """The ``q`` quantile of the wait, seconds (closed form; inf if unstable)."""
-        return float(wait_quantile_s(q, self.servers, self.offered_load, self.mean_service_s,
-                                     self.cs2))
+        return _wait_quantile(q, self.erlang_c, self.decay_per_s, self.stable)
 
     def ttft_quantile_s(self, q: float) -> float:
-        """The ``q`` quantile of TTFT = wait + floor, seconds (closed form; inf if unstable)."""
-        return ttft_quantile_s(q, self.servers, self.offered_load, self.mean_service_s,
-                               self.cs2, self.floor_s, self.floor_prob)
+        """The ``q`` quantile of TTFT = wait + floor, seconds (closed form; inf if unstable).
+
+        The smallest ``t`` with ``P(TTFT > t) <= 1 - q``; see
+        :func:`fleetopt_milp._sizing.ttft_quantile_kernel` for the closed form."""
+        if not self.stable:
+            return math.inf
+        from ._sizing import ttft_quantile_kernel
+
+        return ttft_quantile_kernel(float(q), self.erlang_c, self.decay_per_s, self.floor_s,
+                                    self.floor_prob)
 
     @property
     def mean_wait_s(self) -> float:

@@ -94,18 +94,15 @@ class SlotServiceModel:
         ``E[S] = s1 / mass``, ``cs2 = s2 mass / s1^2 - 1`` (docs/model.md §3); floor shares
         normalised to the pool's own requests; slots per instance at each pool's window.
         """
-        mass = np.atleast_1d(moments.mass).astype(float)
-        live = mass > EMPTY_MASS
-        safe = np.where(live, mass, 1.0)
-        s1 = np.atleast_1d(moments.s1)
-        es = np.where(live, s1 / safe, 1.0)
-        cs2 = np.where(live, np.atleast_1d(moments.s2) * safe / np.maximum(s1 ** 2, 1e-300)
-                       - 1.0, 0.0)
-        cs2 = np.maximum(cs2, 0.0)
-        fp = np.atleast_2d(moments.floor_mass) / safe[:, None]
-        fp = np.where(live[:, None], fp, 0.0)
+        from ._sizing import slot_load_kernel  # numba, loaded on first use
+
+        mass = np.ascontiguousarray(np.atleast_1d(moments.mass), dtype=np.float64)
+        rate, es, cs2, fp = slot_load_kernel(
+            mass, np.ascontiguousarray(np.atleast_1d(moments.s1), dtype=np.float64),
+            np.ascontiguousarray(np.atleast_1d(moments.s2), dtype=np.float64),
+            np.ascontiguousarray(np.atleast_2d(moments.floor_mass), dtype=np.float64),
+            float(rate_rps), EMPTY_MASS)
         slots = np.broadcast_to(table.slots(window_tokens), mass.shape)
-        rate = np.where(live, rate_rps * mass, 0.0)
         return PoolLoad(rate, es, cs2, slots, table.floor_s, fp)
 
 

@@ -103,7 +103,7 @@ def _search_numpy(load: PoolLoad, busy: np.ndarray, slo_s: float, q: float, rho_
 
 def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
                   rho_max: float = 0.85, paper_rule: bool = False,
-                  use_kernel: bool = False) -> np.ndarray:
+                  use_kernel: bool = True) -> np.ndarray:
     """Minimum instances per candidate pool meeting the TTFT SLO and the utilization cap.
 
     docs/model.md §3: the smallest ``n`` with ``rho = a / (n slots) <= rho_max`` and
