@@ -50,6 +50,12 @@ __all__ = ["BenchmarkRun", "StepTable", "Schedule", "CalibrationFit", "read_benc
 #: Columns of the model: W, s, H / C_cal, t_pf (ms per unit), TTFT overhead (ms).
 _COLS = ("w", "seq", "kv", "pf", "overhead")
 DEFAULT_PREFILL_BUDGET_TOKENS = 8192
+#: The chunked-prefill step of calibrated profiles (vLLM's max_num_batched_tokens with
+#: chunked prefill), tokens.
+DEFAULT_CHUNK_TOKENS = 1024
+#: Prefill compute efficiency assumed when the inputs hold no prefill (step CSVs without
+#: prefill tokens).
+UNIDENTIFIED_PREFILL_EFFICIENCY = 0.5
 STEP_COLUMNS = ("batch", "context_tokens", "prefill_tokens", "step_ms")
 
 
@@ -379,14 +385,16 @@ def _solve(x: np.ndarray, y: np.ndarray, scale: np.ndarray, free: np.ndarray,
 def calibrate(runs: Sequence[BenchmarkRun], steps: Sequence[StepTable], gpu: GpuSpec,
               model: LlmSpec, tp: int, name: str, *,
               prefill_budget_tokens: int = DEFAULT_PREFILL_BUDGET_TOKENS,
+              chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
               memory_utilization: float = 0.9, max_slots: int = 256,
               citation: str = "") -> CalibrationFit:
     """Fit a ``source = "calibrated"`` profile of ``model`` on ``tp`` x ``gpu`` (docs/engine.md §3).
 
     KV capacity, blocks and the batch cap come from :func:`roofline_profile` (at
-    ``memory_utilization``); W, s, H, the prefill chunk and the TTFT overhead from the fit.
-    The chunk is ``floor(t_iter(1, C_cal) / t_pf)`` tokens, so a prompt's prefill
-    ``ceil(L_in / chunk) t_iter(1, C_cal)`` runs at the fitted prefill rate. Raises
+    ``memory_utilization``); W, s, H, the per-token prefill compute ``t_pf`` and the TTFT
+    overhead from the fit. ``prefill_budget_tokens`` is the measured engine's prefill step
+    (for the replay); ``chunk_tokens`` the chunked-prefill step of the engine planned for
+    (the profile's chunk: each adds ``H + t_pf chunk`` to the step it shares). Raises
     :class:`FleetOptError` when the inputs cannot identify the decode step.
     """
     if not runs and not steps:
@@ -416,7 +424,7 @@ def calibrate(runs: Sequence[BenchmarkRun], steps: Sequence[StepTable], gpu: Gpu
         x[:, 0] += x[:, 2] * scale[2] / scale[0]
         x[:, 2] = 0.0
     if not free[3]:
-        fixed[3] = w_floor / 0.8 / base.chunk_tokens / c_floor  # the roofline's chunk rate
+        fixed[3] = 1.0 / UNIDENTIFIED_PREFILL_EFFICIENCY
     u = _solve(x, y, scale, free, fixed)
     if not kv_fitted:
         u[2] = u[0]
@@ -424,19 +432,17 @@ def calibrate(runs: Sequence[BenchmarkRun], steps: Sequence[StepTable], gpu: Gpu
     w_ms, seq_ms = float(w_floor * u[0]), float(c_floor * u[1])
     h_ms = float(h_floor * u[2])
     pf_ms = float(c_floor * u[3])
-    step1 = w_ms + seq_ms + h_ms
-    chunk = max(1, math.floor(step1 / pf_ms + 1e-9))  # never faster than the fitted rate
     pred = (x * scale) @ u
     residuals = pred / y - 1.0
     prof = replace(
-        base, w_ms=w_ms, h_ms=h_ms, seq_ms=seq_ms, chunk_tokens=chunk,
-        ttft_overhead_ms=float(u[4]), source="calibrated",
+        base, w_ms=w_ms, h_ms=h_ms, seq_ms=seq_ms, chunk_tokens=chunk_tokens,
+        prefill_ms_per_token=pf_ms, ttft_overhead_ms=float(u[4]), source="calibrated",
         citation=citation or "fleetopt calibrate (docs/engine.md section 3)",
         notes=(f"efficiencies against peak: weight read {eta[0]:.3f}, decode compute per "
                f"sequence {eta[1]:.3f}, KV read {eta[2]:.3f}"
                f"{'' if kv_fitted else ' (= weight read, not identified)'}, prefill compute "
-               f"{eta[3]:.3f}; prefill {pf_ms:.4f} ms/token; block and slot limits from the "
-               f"roofline at {memory_utilization:.0%} of HBM"),
+               f"{eta[3]:.3f}{'' if free[3] else ' (not identified: assumed)'}; block and "
+               f"slot limits from the roofline at {memory_utilization:.0%} of HBM"),
         inputs_sha256=tuple([r.sha256 for r in runs] + [t.sha256 for t in steps]),
         fit_median_error=float(np.median(np.abs(residuals))),
         fit_p90_error=float(np.quantile(np.abs(residuals), 0.9)),
@@ -466,11 +472,13 @@ def burst_prediction(profile: Profile, run: BenchmarkRun,
     """Replay ``run``'s requests (lengths only, never its timings) through
     :func:`replay_schedule` with ``profile``'s step times.
 
-    A prefill step costs ``W + t_pf * tokens`` with ``t_pf = t_iter(1, C_cal) / chunk``; a
+    A prefill step costs ``W + t_pf * tokens`` (``t_pf`` = the profile's
+    ``prefill_ms_per_token``, or for profiles without one ``t_iter(1, C_cal) / chunk``); a
     decode step ``W + s n + H * context / C_cal``; each TTFT adds ``ttft_overhead_ms``.
     """
     sch = replay_schedule(run.input_tokens, run.output_tokens, prefill_budget_tokens)
-    pf_ms = float(profile.iter_time_s(1, profile.calib_tokens)) * 1e3 / profile.chunk_tokens
+    pf_ms = profile.prefill_ms_per_token or (
+        float(profile.iter_time_s(1, profile.calib_tokens)) * 1e3 / profile.chunk_tokens)
     coef = np.array([profile.w_ms, profile.seq_ms, profile.h_ms / profile.calib_tokens, pf_ms])
     t_ms = sch.cum_features @ coef
     served = run.served
@@ -501,7 +509,8 @@ def _toml_value(v) -> str:
 def profile_toml(profile: Profile) -> str:
     """The catalogue TOML of one profile (``[profiles."NAME"]``), loadable by
     :func:`~fleetopt_milp.hardware.load_catalog`."""
-    keys = ("gpu", "model", "tp", "w_ms", "h_ms", "seq_ms", "ttft_overhead_ms", "calib_tokens",
+    keys = ("gpu", "model", "tp", "w_ms", "h_ms", "seq_ms", "prefill_ms_per_token",
+            "ttft_overhead_ms", "calib_tokens",
             "chunk_tokens", "kv_blocks", "block_tokens", "max_slots", "source", "citation",
             "notes", "inputs_sha256", "fit_median_error", "fit_p90_error", "fit_observations")
     lines = [f"[profiles.{json.dumps(profile.name)}]"]

@@ -36,10 +36,10 @@ class Moments:
 
     mass: share of all requests; s1 = sum p S (s); s2 = sum p S^2 (s^2);
     floor_mass: share of all requests at each TTFT floor of :attr:`MomentTable.floor_s`.
-    engine: what the engine service model needs (docs/engine.md §2), last axis of 4:
+    engine: what the engine service model needs (docs/engine.md §2), last axis of 5:
     ``sum p a``, ``sum p a^2`` (iterations), ``sum p g`` (s; ``g`` = the step time a
-    request adds over its life) and ``sum p kv`` (token-iterations of KV it holds);
-    ``None`` when not computed.
+    request adds over its life), ``sum p kv`` (token-iterations of KV it holds) and
+    ``sum p k`` (prefill chunks); ``None`` when not computed.
     """
 
     mass: np.ndarray
@@ -111,7 +111,7 @@ class MomentTable:
         chunk = profile.chunk_tokens
         k = _ceil_div(lin, chunk)
         a = (k + lout).astype(float)
-        self._tau_s = float(profile.iter_time_s(1, profile.calib_tokens))
+        self._tau_s = float(profile.prefill_s(chunk))  # one prefill chunk
         kmax = int(max(k.max(), _ceil_div(np.int64(self.long_context_tokens), chunk)))
         self.kmax = kmax
         # TTFT floors: k prefill chunks plus the profile's fixed TTFT overhead (0 except in
@@ -123,15 +123,17 @@ class MomentTable:
         # re-times the chunks at its operating point, docs/engine.md §2).
         self.floor_chunks = np.concatenate([np.arange(kmax + 1), np.arange(kmax + 1)])
         self.floor_added_s = np.repeat([0.0, self.compression_latency_s], kmax + 1)
-        # Engine features per class: the step time it adds over its life, g = H k + s L_out
-        # + (H / C_cal) Q, and the KV it holds, kv = k L_in + Q, with Q = L_out L_in +
-        # L_out (L_out + 1) / 2 (a decoding sequence reads its context plus the new token).
+        # Engine features per class: the step time it adds over its life, g = (H + chunk
+        # compute) k + s L_out + (H / C_cal) Q, and the KV it holds, kv = k L_in + Q, with
+        # Q = L_out L_in + L_out (L_out + 1) / 2 (a decoding sequence reads its context plus
+        # the new token; docs/engine.md §2).
         h_s, s_s = profile.h_ms * 1e-3, profile.seq_ms * 1e-3
+        pf_s = (profile.h_ms + profile.chunk_compute_ms) * 1e-3
         hc_s = h_s / profile.calib_tokens
 
         def engine_feats(k_, lin_, lout_):
             q = lout_ * lin_ + lout_ * (lout_ + 1) / 2.0
-            return h_s * k_ + s_s * lout_ + hc_s * q, k_ * lin_ + q
+            return pf_s * k_ + s_s * lout_ + hc_s * q, k_ * lin_ + q
 
         # Segment of each class between consecutive cuts: class with L in (cuts[j-1], cuts[j]]
         # has seg = j; prefix at cut j = sum over classes with seg <= j.
@@ -139,7 +141,7 @@ class MomentTable:
         nseg = cuts.size + 1
         g_eng, kv_eng = engine_feats(k.astype(float), lin.astype(float), lout.astype(float))
         feats = np.stack([p, p * a, p * a * ltot, p * a * a, p * a * a * ltot,
-                          p * a * a * ltot * ltot, p * g_eng, p * kv_eng])
+                          p * a * a * ltot * ltot, p * g_eng, p * kv_eng, p * k])
         nfeat = feats.shape[0]
         sums = np.zeros((nfeat, nseg))
         for i in range(nfeat):
@@ -158,7 +160,7 @@ class MomentTable:
         ie = np.searchsorted(cuts, band_ends)
         self._band_plain = (self._prefix[:, ie] - self._prefix[:, ib][:, :, None]).transpose(1, 2, 0)
         self._band_plain_floor = self._floor_prefix[ie] - self._floor_prefix[ib][:, None, :]
-        self._band_comp = np.zeros((nB, nG, 5))  # sum p, p a', p a'^2, p g', p kv'
+        self._band_comp = np.zeros((nB, nG, 6))  # sum p, p a', p a'^2, p g', p kv', p k'
 
         self._band_comp_floor = np.zeros((nB, nG, nf))
         starts = np.searchsorted(ltot, b, side="right")
@@ -184,7 +186,7 @@ class MomentTable:
             pa = pp * ac
             gc, kvc = engine_feats(kc.astype(float), (bb - lo_out).astype(float),
                                    lo_out.astype(float))
-            cs = np.cumsum(np.stack([pp, pa, pa * ac, pp * gc, pp * kvc], 1), axis=0)
+            cs = np.cumsum(np.stack([pp, pa, pa * ac, pp * gc, pp * kvc, pp * kc], 1), axis=0)
             pos = np.searchsorted(lt, band_ends[i], side="right")
             self._band_comp[i] = np.where(pos[:, None] > 0, cs[np.maximum(pos - 1, 0)], 0.0)
             self._band_comp_floor[i] = np.cumsum(np.bincount(
@@ -263,7 +265,7 @@ class MomentTable:
         mass, pa, paL, pa2, pa2L, pa2L2 = (raw[..., i] for i in range(6))
         s1 = w * pa + h * paL
         s2 = w * w * pa2 + 2.0 * w * h * pa2L + h * h * pa2L2
-        return Moments(mass, s1, s2, floor, raw[..., [1, 3, 6, 7]])
+        return Moments(mass, s1, s2, floor, raw[..., [1, 3, 6, 7, 8]])
 
     # -- queries ---------------------------------------------------------------------------
     def plain(self, lo_tokens, hi_tokens, window_tokens) -> Moments:
@@ -290,7 +292,7 @@ class MomentTable:
         t_iter = self._w_s(b_tok) + self._h_s(b_tok) * bb
         raw = self._band_comp[i, g]
         return Moments(raw[:, 0], t_iter * raw[:, 1], t_iter * t_iter * raw[:, 2],
-                       self._band_comp_floor[i, g], raw[:, 1:5])
+                       self._band_comp_floor[i, g], raw[:, 1:6])
 
     def pool_parts(self, windows_tokens, gammas) -> list[PoolParts]:
         """Moments of ``K`` ordered pools for candidate routings, split by ``p_c``.

@@ -5,18 +5,20 @@ batch of full windows and reserves a window per request. A continuous-batching e
 the batch it has: its step time depends on the load, and the load on the step time. Per
 instance, with ``lambda_i = lambda / n`` requests/s:
 
-- a request is in the batch for ``a = ceil(L_in / chunk) + L_out`` iterations and adds
-  ``g = H k + s L_out + (H / C_cal) Q`` seconds of step time over its life (``Q = L_out
-  L_in + L_out (L_out + 1) / 2`` KV tokens read while decoding; a prefill chunk costs ``H``
-  in the step it shares, as in the engine simulation);
+- a request is in the batch for ``a = k + L_out`` iterations (``k = ceil(L_in / chunk)``)
+  and adds ``g = P k + s L_out + (H / C_cal) Q`` seconds of step time over its life (``Q =
+  L_out L_in + L_out (L_out + 1) / 2`` KV tokens read while decoding; a prefill chunk costs
+  ``P = H + p chunk`` in the step it shares, as in the engine simulation, ``p`` the
+  per-token prefill compute of calibrated profiles);
 - so the mean step time solves ``tau = W + lambda_i E[g] tau`` (Little's law over the
   step's terms): ``tau = W / (1 - lambda_i E[g])``, stable while ``lambda_i E[g] < 1``;
 - the operating batch is ``b = lambda_i E[a] tau`` (Little's law), out of a batch cap
   ``min(max batch, KV tokens / mean KV tokens per live sequence)`` (the engine's admission
   limits: its batch cap and its KV blocks, tokens in flight rather than reserved windows);
 - TTFT = the wait for a batch slot (an M/G/c queue over the pool's ``n x cap`` batch slots,
-  service ``a tau``) + the end of the running step + ``k`` prefill chunks, each sharing a
-  step of length ``tau`` with the decode batch, + the profile's TTFT overhead;
+  service ``a tau``) + the end of the running step (``tau``) + ``k`` prefill chunks, each
+  sharing a step with the decode batch at the operating point (``tau + P``), + the
+  profile's TTFT overhead: ``T_k = (k + 1) tau + k P + overhead``;
 - TPOT of a decoding sequence is a step with itself and the others: ``W + g_bar (1 + N)``,
   ``g_bar = E[g] / E[a]``, with ``N ~ Poisson(b)`` others (the occupancy of an M/G/inf
   system), capped at the batch cap: mean ``tau + g_bar`` and percentiles as ``N`` moves.
@@ -50,7 +52,8 @@ class OperatingPoint:
 
     step_s: mean step time ``tau``; mean_batch: ``b``; batch_cap: the admission limit;
     per_seq_s: ``g_bar``, the mean step time one batch member adds; stable: ``lambda_i
-    E[g] < 1`` (else ``tau`` is infinite); kv_tokens: mean KV tokens in flight.
+    E[g] < 1`` (else ``tau`` is infinite); kv_tokens: mean KV tokens in flight;
+    prefilling: mean sequences in prefill, ``lambda_i E[k] tau``.
     """
 
     step_s: np.ndarray
@@ -59,6 +62,7 @@ class OperatingPoint:
     per_seq_s: np.ndarray
     stable: np.ndarray
     kv_tokens: np.ndarray
+    prefilling: np.ndarray = 0.0
 
     @property
     def utilization(self) -> np.ndarray:
@@ -72,14 +76,15 @@ class OperatingPoint:
 
 
 def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
-                    kv_token_iterations, max_batch, kv_capacity_tokens) -> OperatingPoint:
+                    kv_token_iterations, max_batch, kv_capacity_tokens,
+                    mean_chunks=0.0) -> OperatingPoint:
     """The operating point of pools of ``instances`` instances (docs/engine.md §2).
 
     ``rate_rps``: the pool's arrival rate; ``w_s``: W; ``step_cost_s``: E[g];
     ``mean_iterations``: E[a]; ``kv_token_iterations``: E[kv] (KV tokens held, summed over
     a request's iterations); ``max_batch``: the engine's batch cap per instance;
-    ``kv_capacity_tokens``: its KV pool. All broadcast; JSQ dispatch spreads the rate
-    evenly over the instances.
+    ``kv_capacity_tokens``: its KV pool; ``mean_chunks``: E[k], prefill chunks per request.
+    All broadcast; JSQ dispatch spreads the rate evenly over the instances.
     """
     n = np.asarray(instances, float)
     lam_i = np.asarray(rate_rps, float) / np.maximum(n, 1e-300)
@@ -93,7 +98,38 @@ def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
         kv_per_seq = np.asarray(kv_token_iterations, float) / np.maximum(ea, 1e-300)
         cap_kv = np.floor(np.asarray(kv_capacity_tokens, float) / np.maximum(kv_per_seq, 1.0))
     cap = np.maximum(np.minimum(np.asarray(max_batch, float), cap_kv), 1.0)
-    return OperatingPoint(tau, b, cap, per_seq, stable, b * kv_per_seq)
+    with np.errstate(invalid="ignore"):
+        prefilling = np.where(stable, lam_i * np.asarray(mean_chunks, float) * tau, np.inf)
+    return OperatingPoint(tau, b, cap, per_seq, stable, b * kv_per_seq, prefilling)
+
+
+#: Prefill contention of a TTFT floor (docs/engine.md §2): the other prefilling sequences
+#: met over a prompt's steps, as levels of a Poisson count, each standing for the share of
+#: requests below it (the upper end of each band: conservative).
+CONTENTION_LEVELS = np.array([0.5, 0.8, 0.95, 0.99, 0.999])
+CONTENTION_WEIGHTS = np.array([0.5, 0.3, 0.15, 0.04, 0.01])
+_Z = stats.norm.ppf(CONTENTION_LEVELS)
+
+
+def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, prefilling):
+    """TTFT floors with prefill contention, ``(k, m J)`` floors and shares.
+
+    A prompt of ``k`` chunks waits for the running step, then shares ``k`` steps with the
+    decode batch: ``(k + 1) tau_d + P (k + S)``, where ``tau_d = tau - P b_pf`` is the step
+    without prefill, ``b_pf`` the mean number of prefilling sequences and ``S`` the other
+    prefills met over those ``k + 1`` steps, ``~ Poisson((k + 1) b_pf)``, taken at
+    :data:`CONTENTION_LEVELS` (normal approximation, rounded up).
+    """
+    p_s = chunk_s[:, None, None]
+    b_pf = prefilling[:, None, None]
+    tau_d = np.maximum(step_s[:, None, None] - p_s * b_pf, 0.0)
+    k = chunks[None, :, None]
+    mu = (k + 1.0) * b_pf
+    met = np.maximum(np.ceil(mu + _Z[None, None, :] * np.sqrt(mu) - 1e-9), 0.0)
+    fs = (k + 1.0) * tau_d + p_s * (k + met) + added_s[None, :, None] + overhead_s[:, None, None]
+    fp = floor_prob[:, :, None] * CONTENTION_WEIGHTS[None, None, :]
+    n = fs.shape[0]
+    return fs.reshape(n, -1), fp.reshape(n, -1)
 
 
 def tpot_tail(t_s, w_s, per_seq_s, mean_batch, batch_cap):
@@ -151,7 +187,9 @@ class EnginePoolLoad(PoolLoad):
     iterations ``a``, ``slots_per_instance`` the engine's batch cap and ``floor_s`` the
     floors at an idle instance, ``(k + 1) W`` + added latency + TTFT overhead):
     ``w_s`` (W), ``step_cost_s`` (E[g]), ``mean_iterations`` (E[a]),
-    ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``.
+    ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``,
+    ``chunk_s`` (``P``, what a request's own prefill chunk adds to its step),
+    ``mean_chunks`` (E[k]).
     The floor grid's prefill chunks and added latency (``floor_chunks``,
     ``floor_added_s``) and the TPOT SLO (``tpot_slo_s``, ``tpot_q``; ``None`` = none) are
     attributes shared by every candidate.
@@ -163,6 +201,8 @@ class EnginePoolLoad(PoolLoad):
     kv_token_iterations: np.ndarray = None
     kv_capacity_tokens: np.ndarray = None
     ttft_overhead_s: np.ndarray = None
+    chunk_s: np.ndarray = None
+    mean_chunks: np.ndarray = None
 
     load_dependent = True
 
@@ -170,7 +210,8 @@ class EnginePoolLoad(PoolLoad):
         super().__post_init__()
         for f in fields(EnginePoolLoad):
             if f.name in ("w_s", "step_cost_s", "mean_iterations", "kv_token_iterations",
-                          "kv_capacity_tokens", "ttft_overhead_s"):
+                          "kv_capacity_tokens", "ttft_overhead_s", "chunk_s",
+                          "mean_chunks"):
                 v = np.broadcast_to(np.asarray(getattr(self, f.name), float),
                                     self.rate_rps.shape).copy()
                 object.__setattr__(self, f.name, v)
@@ -203,7 +244,7 @@ class EnginePoolLoad(PoolLoad):
         return operating_point(self.rate_rps[idx], instances, self.w_s[idx],
                                self.step_cost_s[idx], self.mean_iterations[idx],
                                self.kv_token_iterations[idx], self.slots_per_instance[idx],
-                               self.kv_capacity_tokens[idx])
+                               self.kv_capacity_tokens[idx], self.mean_chunks[idx])
 
     def lower_bound_instances(self, idx: np.ndarray, rho_max: float) -> np.ndarray:
         """``n > lambda E[g]`` (stability) and ``lambda E[a] W / (n cap) <= rho_max`` (the
@@ -220,13 +261,15 @@ class EnginePoolLoad(PoolLoad):
         n = np.broadcast_to(np.asarray(instances), idx.shape).astype(float)
         op = self.point(idx, n)
         servers = n * op.batch_cap
-        offered = np.where(op.stable, n * op.mean_batch, servers)  # unstable: fails
+        with np.errstate(invalid="ignore"):
+            offered = np.where(op.stable, n * op.mean_batch, servers)  # unstable: fails
         step = np.where(op.stable, op.step_s, self.w_s[idx])
-        fs = ((self.floor_chunks[None, :] + 1.0) * step[:, None] + self.floor_added_s[None, :]
-              + self.ttft_overhead_s[idx][:, None])
+        fs, fp = _contended_floors(self.floor_chunks, self.floor_added_s, self.floor_prob[idx],
+                                   step, self.chunk_s[idx], self.ttft_overhead_s[idx],
+                                   np.where(op.stable, op.prefilling, 0.0))
         return QueueBatch(servers=servers, offered_load=offered,
                           mean_service_s=self.mean_iterations[idx] * step, cs2=self.cs2[idx],
-                          floor_s=fs, floor_prob=self.floor_prob[idx])
+                          floor_s=fs, floor_prob=fp)
 
     def extra_fails(self, idx, instances) -> np.ndarray:
         """Sizes at which the TPOT SLO fails (none without a TPOT SLO)."""
@@ -280,19 +323,21 @@ class EngineServiceModel:
         live = mass > EMPTY_MASS
         safe = np.where(live, mass, 1.0)
         eng = np.atleast_2d(moments.engine)
-        a1, a2, g1, kv1 = (np.where(live, eng[:, j] / safe, 1.0) for j in range(4))
+        a1, a2, g1, kv1, k1 = (np.where(live, eng[:, j] / safe, 1.0) for j in range(5))
         cs2 = np.where(live, np.maximum(a2 / np.maximum(a1 ** 2, 1e-300) - 1.0, 0.0), 0.0)
         fp = np.atleast_2d(moments.floor_mass) / safe[:, None]
         fp = np.where(live[:, None], fp, 0.0)
         w = prof.w_ms * 1e-3
         over = prof.ttft_overhead_ms * 1e-3
-        grid = (table.floor_chunks + 1.0) * w + table.floor_added_s + over
+        chunk = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
+        grid = (table.floor_chunks + 1.0) * w + table.floor_chunks * chunk \
+            + table.floor_added_s + over
         load = EnginePoolLoad(
             rate_rps=np.where(live, rate_rps * mass, 0.0), mean_service_s=a1 * w, cs2=cs2,
             slots_per_instance=np.broadcast_to(table.slots(window_tokens), mass.shape),
             floor_s=grid, floor_prob=fp, w_s=w, step_cost_s=g1, mean_iterations=a1,
             kv_token_iterations=kv1, kv_capacity_tokens=float(prof.kv_capacity_tokens),
-            ttft_overhead_s=over)
+            ttft_overhead_s=over, chunk_s=chunk, mean_chunks=k1)
         return load.with_grid(table.floor_chunks, table.floor_added_s)
 
 

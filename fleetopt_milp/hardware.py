@@ -10,7 +10,8 @@ planner needs of an instance:
   tokens; the per-sequence cost ``s`` is 0 except in calibrated profiles, docs/engine.md);
 - KV slots of an instance serving contexts up to ``C`` tokens,
   ``slots(C) = min(KV_blocks // ceil(C / block), max_slots * C_cal // C)``;
-- prefill ``T_pf = ceil(L_in / chunk) * t_iter(1, C_cal)`` and service time
+- prefill ``T_pf = ceil(L_in / chunk) * (t_iter(1, C_cal) + p * chunk)`` (``p``: the
+  per-token prefill compute of calibrated profiles, 0 otherwise) and service time
   ``S = (ceil(L_in / chunk) + L_out) * t_iter(slots(C), L_in + L_out)``.
 
 Profiles come from the paper (``paper-A100``, ``paper-H100``, ``paper-A10G``), from a
@@ -230,7 +231,10 @@ class Profile:
     ``chunk_tokens`` is the prefill chunk. ``usd_per_gpu_hour`` is the price of ONE GPU:
     the instance costs :attr:`usd_per_instance_hour` = ``tp * usd_per_gpu_hour``.
     ``source`` is one of :data:`PROFILE_SOURCES`; ``citation`` says where the figures
-    come from. Calibrated profiles (docs/engine.md) also carry ``ttft_overhead_ms``, the
+    come from. Calibrated profiles (docs/engine.md) also carry ``prefill_ms_per_token``
+    (``p``: the compute a prompt token adds to its step, so a chunk adds ``p * chunk`` ms;
+    0 in the paper's and roofline profiles, whose chunk is one weight read),
+    ``ttft_overhead_ms``, the
     fixed latency every request's first token pays (server, tokenizer, network), used by
     the engine service model; ``inputs_sha256`` of the measurement files fitted; and the
     fit quality: ``fit_median_error`` and ``fit_p90_error``, the median and 90th
@@ -253,6 +257,7 @@ class Profile:
     citation: str = ""
     notes: str = ""
     seq_ms: float = 0.0
+    prefill_ms_per_token: float = 0.0
     ttft_overhead_ms: float = 0.0
     inputs_sha256: tuple[str, ...] = ()
     fit_median_error: float = 0.0
@@ -261,7 +266,8 @@ class Profile:
 
     def __post_init__(self) -> None:
         owner = f"profile {self.name!r}"
-        for key in ("seq_ms", "ttft_overhead_ms", "fit_median_error", "fit_p90_error"):
+        for key in ("seq_ms", "prefill_ms_per_token", "ttft_overhead_ms", "fit_median_error",
+                    "fit_p90_error"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                     or not math.isfinite(v) or v < 0:
@@ -360,13 +366,21 @@ class Profile:
             raise FleetOptError(f"profile {self.name!r}: input_tokens must be >= 0")
         return _ceil_div(lin, self.chunk_tokens)
 
-    def prefill_s(self, input_tokens):
-        """Prefill time ``ceil(L_in / chunk) * t_iter(1, calib_tokens)`` in seconds (MODEL.md §2).
+    @property
+    def chunk_compute_ms(self) -> float:
+        """Compute a full prefill chunk adds to its step: ``prefill_ms_per_token * chunk``, ms
+        (0 except in calibrated profiles)."""
+        return self.prefill_ms_per_token * self.chunk_tokens
 
-        One sequence at the unscaled ``H``, as in the paper's simulator. Vectorised.
+    def prefill_s(self, input_tokens):
+        """Prefill time ``ceil(L_in / chunk) * (t_iter(1, calib_tokens) + chunk compute)``, s.
+
+        One sequence at the unscaled ``H``, as in the paper's simulator (MODEL.md §2); the
+        chunk compute is 0 except in calibrated profiles (docs/engine.md §1). Vectorised.
         """
         chunks = self.prefill_chunks(input_tokens)
-        return _scalar_or_array(chunks * self.iter_time_s(1, self.calib_tokens))
+        step = self.iter_time_s(1, self.calib_tokens) + self.chunk_compute_ms * 1e-3
+        return _scalar_or_array(chunks * step)
 
     def service_s(self, input_tokens, output_tokens, context_tokens: int):
         """Slot holding time ``(ceil(L_in / chunk) + L_out) * t_iter(slots(C), L_in + L_out)``, s.
@@ -584,7 +598,7 @@ def profile_warnings(profile: Profile, catalog: Catalog) -> list[str]:
             f"{h_floor:.3f} ms ({profile.calib_tokens} tokens of KV over {where} at peak bandwidth)"
         )
     chunk_floor = prefill_chunk_floor_ms(profile, gpu, model)
-    chunk_ms = float(profile.iter_time_s(1, profile.calib_tokens)) * 1e3
+    chunk_ms = float(profile.prefill_s(profile.chunk_tokens)) * 1e3
     if chunk_ms < chunk_floor * (1 - tol):
         out.append(
             f"profile {profile.name!r}: a {profile.chunk_tokens}-token prefill chunk takes "
@@ -713,6 +727,7 @@ _PROFILE_SCHEMA = {
     "citation": ("str", False),
     "notes": ("str", False),
     "seq_ms": ("num0", False),
+    "prefill_ms_per_token": ("num0", False),
     "ttft_overhead_ms": ("num0", False),
     "inputs_sha256": ("aliases", False),
     "fit_median_error": ("num0", False),

@@ -28,7 +28,7 @@ def calibration_renderable(fit) -> Group:
     t.add_row("s, per decoding sequence", f"{p.seq_ms:.4f} ms", f"{fit.eta_seq:.3f}")
     t.add_row(f"H, KV read of {p.calib_tokens:,} tokens", f"{p.h_ms:.4f} ms",
               f"{fit.eta_kv:.3f}{kv_note}")
-    t.add_row("prefill", f"{fit.prefill_ms_per_token:.4f} ms/token (chunk {p.chunk_tokens})",
+    t.add_row("prefill", f"{p.prefill_ms_per_token:.4f} ms/token (chunk {p.chunk_tokens})",
               f"{fit.eta_prefill:.3f}")
     t.add_row("TTFT overhead", f"{p.ttft_overhead_ms:.1f} ms", "-")
     t.add_row("residuals |model/obs - 1|", f"median {fit.median_abs_error:.1%}, "

@@ -18,8 +18,9 @@ Fidelities
     :func:`fleetopt_milp._kernels.engine_run`: iteration time
     ``W + s n_decode + H (n_prefill + sum_decode (kv + 1) / C_cal)`` from the live batch
     (``s`` = the profile's per-sequence cost, 0 unless calibrated; a prefilling
-    sequence costs one calibration context per chunk, as the model's prefill time
-    ``ceil(L_in / chunk) t_iter(1, C_cal)``; a decoding one its live context), chunked
+    sequence costs one calibration context per chunk, plus the chunk's compute in calibrated
+    profiles, as the model's prefill time ``Profile.prefill_s``; a decoding one its live
+    context), chunked
     prefill, first token when the prefill completes, then one token per iteration; batch
     cap ``slots(C)`` (or ``max_batch``); the KV block budget with preemption of the
     longest sequence by recompute. Dispatch: **join the shortest queue** - an arriving
@@ -538,7 +539,8 @@ def _run(job: _Job) -> dict:
             np.array([x.chunk_tokens for x in p], dtype=np.int64),
             np.array([x.w_ms * 1e-3 for x in p]), np.array([x.h_ms * 1e-3 for x in p]),
             np.array([x.calib_tokens for x in p], dtype=np.float64),
-            np.array([x.seq_ms * 1e-3 for x in p]), True)
+            np.array([x.seq_ms * 1e-3 for x in p]),
+            np.array([(x.h_ms + x.chunk_compute_ms) * 1e-3 for x in p]), True)
         wait = first_admit - arrival
         overhead = np.array([x.ttft_overhead_ms * 1e-3 for x in p] + [0.0])
         ttft = (first_token - arrival + routed.compressed * fleet.compression_latency_s
@@ -709,7 +711,7 @@ def _warm_kernels(fidelity: str) -> None:
     else:
         one = np.ones(1, dtype=np.int64)
         _kernels.engine_run(z, i, one, one, i, one, one, one * 4, one, one, z + 1e-3,
-                            z + 1e-4, z + 1.0, z, True)
+                            z + 1e-4, z + 1.0, z, z + 1e-4, True)
 
 
 def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:
@@ -1121,5 +1123,6 @@ def engine_times(arrival_s, input_tokens, output_tokens, profile: Profile,
         one * instances, one * cap, one * profile.kv_blocks, one * profile.block_tokens,
         one * profile.chunk_tokens, np.array([profile.w_ms * 1e-3]),
         np.array([profile.h_ms * 1e-3]), np.array([float(profile.calib_tokens)]),
-        np.array([profile.seq_ms * 1e-3]), bool(macro_steps))
+        np.array([profile.seq_ms * 1e-3]),
+        np.array([(profile.h_ms + profile.chunk_compute_ms) * 1e-3]), bool(macro_steps))
     return EngineTimes(*res)

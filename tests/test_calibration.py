@@ -29,7 +29,8 @@ def setting():
     w_floor, h_floor = roofline_floor_ms(base, gpu, llm)
     eta_w, eta_c = 0.45, 0.3
     truth = replace(base, w_ms=w_floor / eta_w, h_ms=h_floor / eta_w,
-                    seq_ms=token_compute_floor_ms(llm, gpu, 8) / eta_c, chunk_tokens=400,
+                    seq_ms=token_compute_floor_ms(llm, gpu, 8) / eta_c, chunk_tokens=2048,
+                    prefill_ms_per_token=token_compute_floor_ms(llm, gpu, 8) / 0.4,
                     ttft_overhead_ms=60.0)
     return cat, gpu, llm, truth
 
@@ -37,7 +38,7 @@ def setting():
 def _write_run(path, profile, lin, lout, budget=8192):
     """A burst benchmark file whose timings are exactly ``profile``'s replay."""
     sch = replay_schedule(lin, lout, budget)
-    pf = float(profile.iter_time_s(1, profile.calib_tokens)) * 1e3 / profile.chunk_tokens
+    pf = profile.prefill_ms_per_token
     t = sch.cum_features @ np.array([profile.w_ms, profile.seq_ms,
                                      profile.h_ms / profile.calib_tokens, pf]) * 1e-3
     ttft, itls = [], []
@@ -69,12 +70,14 @@ def _runs(tmp_path, profile, sizes=(10, 40, 160)):
 
 def test_round_trip_recovers_the_profile(setting, tmp_path):
     cat, gpu, llm, truth = setting
-    fit = calibrate(_runs(tmp_path, truth), [], gpu, llm, 8, "fitted")
+    fit = calibrate(_runs(tmp_path, truth), [], gpu, llm, 8, "fitted",
+                    chunk_tokens=truth.chunk_tokens)
     p = fit.profile
     assert p.source == "calibrated"
-    for key in ("w_ms", "h_ms", "seq_ms", "ttft_overhead_ms"):
+    for key in ("w_ms", "h_ms", "seq_ms", "prefill_ms_per_token", "ttft_overhead_ms"):
         assert getattr(p, key) == pytest.approx(getattr(truth, key), rel=1e-6), key
     assert p.chunk_tokens == truth.chunk_tokens
+    assert fit.eta_prefill == pytest.approx(0.4, rel=1e-6)
     assert fit.median_abs_error < 1e-9 and fit.p90_abs_error < 1e-9
     assert fit.eta_w == pytest.approx(0.45, rel=1e-6)
     assert fit.eta_seq == pytest.approx(0.3, rel=1e-6)
@@ -83,7 +86,8 @@ def test_round_trip_recovers_the_profile(setting, tmp_path):
 
 def test_written_profile_loads_in_the_catalogue(setting, tmp_path):
     cat, gpu, llm, truth = setting
-    fit = calibrate(_runs(tmp_path, truth), [], gpu, llm, 8, "fitted")
+    fit = calibrate(_runs(tmp_path, truth), [], gpu, llm, 8, "fitted",
+                    chunk_tokens=truth.chunk_tokens)
     out = tmp_path / "fitted.toml"
     write_profile_toml(fit.profile, out)
     loaded = load_catalog([out]).profile("fitted")
@@ -110,7 +114,7 @@ def test_step_csv_round_trip_fits_kv_efficiency(setting, tmp_path):
     ctx = b * rng.integers(100, 30000, 300)
     pf = np.where(rng.random(300) < 0.3, rng.integers(1, 4000, 300), 0).astype(float)
     b[(b == 0) & (pf == 0)] = 1
-    pf_ms = float(true.iter_time_s(1, true.calib_tokens)) * 1e3 / true.chunk_tokens
+    pf_ms = true.prefill_ms_per_token
     ms = true.w_ms + true.seq_ms * b + true.h_ms * ctx / true.calib_tokens + pf_ms * pf
     path = tmp_path / "steps.csv"
     path.write_text("batch,context_tokens,prefill_tokens,step_ms\n" + "\n".join(

@@ -22,6 +22,9 @@ def calibrate(
     prefill_budget_tokens: int = typer.Option(
         8192, "--prefill-budget-tokens", help="Prompt tokens one prefill step takes at most "
         "when the runs are replayed (the engine's max batched tokens)"),
+    chunk_tokens: int = typer.Option(
+        2048, "--chunk-tokens", help="Chunked-prefill step of the engine to plan for "
+        "(max batched tokens), tokens"),
     memory_utilization: float = typer.Option(
         0.9, "--memory-utilization", help="Share of HBM the engine may use (KV capacity)"),
     citation: str = typer.Option("", "--citation", help="Where the measurements come from"),
@@ -35,15 +38,17 @@ def calibrate(
     from ..hardware import load_catalog
     from ..report_engine import calibration_renderable
 
-    if prefill_budget_tokens < 1:
-        raise FleetOptError(f"--prefill-budget-tokens {prefill_budget_tokens}: must be >= 1")
+    for flag, v in (("--prefill-budget-tokens", prefill_budget_tokens),
+                    ("--chunk-tokens", chunk_tokens)):
+        if v < 1:
+            raise FleetOptError(f"{flag} {v}: must be a positive number of tokens")
     cat = load_catalog(catalog)
     runs, steps = [], []
     for f in files:
         (steps.append(read_steps(f)) if f.suffix.lower() == ".csv"
          else runs.append(read_benchmark(f)))
     fit = fit_profile(runs, steps, cat.gpu(gpu), cat.llm(model), tp, name,
-                      prefill_budget_tokens=prefill_budget_tokens,
+                      prefill_budget_tokens=prefill_budget_tokens, chunk_tokens=chunk_tokens,
                       memory_utilization=memory_utilization, citation=citation)
     write_profile_toml(fit.profile, out)
     console.print(calibration_renderable(fit))
