@@ -18,7 +18,8 @@ instance, with ``lambda_i = lambda / n`` requests/s:
 - TTFT = the wait for a batch slot (an M/G/c queue over the pool's ``n x cap`` batch slots,
   service ``a tau``) + the end of the running step (``tau``) + ``k`` prefill chunks, each
   sharing a step with the decode batch at the operating point (``tau + P``), + the
-  profile's TTFT overhead: ``T_k = (k + 1) tau + k P + overhead``;
+  profile's TTFT overhead, with the other prompts' chunks met in those steps as a
+  random count (:func:`_contended_floors`);
 - TPOT of a decoding sequence is a step with itself and the others: ``W + g_bar (1 + N)``,
   ``g_bar = E[g] / E[a]``, with ``N ~ Poisson(b)`` others (the occupancy of an M/G/inf
   system), capped at the batch cap: mean ``tau + g_bar`` and percentiles as ``N`` moves.
@@ -109,24 +110,34 @@ def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
 CONTENTION_LEVELS = np.array([0.5, 0.8, 0.95, 0.99, 0.999])
 CONTENTION_WEIGHTS = np.array([0.5, 0.3, 0.15, 0.04, 0.01])
 _Z = stats.norm.ppf(CONTENTION_LEVELS)
+_NONE_BELOW = -np.log(CONTENTION_LEVELS)  # Poisson means whose P(N = 0) reaches each level
 
 
-def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, prefilling):
+def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, prefilling,
+                      mean_chunks, busy):
     """TTFT floors with prefill contention, ``(k, m J)`` floors and shares.
 
-    A prompt of ``k`` chunks waits for the running step, then shares ``k`` steps with the
-    decode batch: ``(k + 1) tau_d + P (k + S)``, where ``tau_d = tau - P b_pf`` is the step
-    without prefill, ``b_pf`` the mean number of prefilling sequences and ``S`` the other
-    prefills met over those ``k + 1`` steps, ``~ Poisson((k + 1) b_pf)``, taken at
-    :data:`CONTENTION_LEVELS` (normal approximation, rounded up).
+    A prompt of ``k`` chunks waits for the running step if there is one (``busy`` =
+    ``P(batch > 0) = 1 - exp(-b)``, counted as a whole step), then shares ``k`` steps with
+    the decode batch: ``(k + busy) tau_d + P (k + S)``, where ``tau_d = tau - P b_pf`` is
+    the step without prefill, ``b_pf`` the mean number of prefilling sequences and ``S``
+    the other prefills met over those steps, of mean ``(k + busy) b_pf``. A prompt met in
+    one step stays for about ``E[k]`` steps, so the steps' counts are correlated and their
+    sum over-dispersed by ``d = max(1, min(k + 1, E[k]))``: ``S = d N``, ``N ~ Poisson(mean
+    / d)``, taken at :data:`CONTENTION_LEVELS` (0 while ``P(N = 0)`` covers the level, else
+    the normal approximation rounded up, at least 1).
     """
     p_s = chunk_s[:, None, None]
     b_pf = prefilling[:, None, None]
     tau_d = np.maximum(step_s[:, None, None] - p_s * b_pf, 0.0)
     k = chunks[None, :, None]
-    mu = (k + 1.0) * b_pf
-    met = np.maximum(np.ceil(mu + _Z[None, None, :] * np.sqrt(mu) - 1e-9), 0.0)
-    fs = (k + 1.0) * tau_d + p_s * (k + met) + added_s[None, :, None] + overhead_s[:, None, None]
+    steps = k + busy[:, None, None]
+    mu = steps * b_pf
+    d = np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None]))
+    lam = mu / d
+    n_q = np.maximum(np.ceil(lam + _Z[None, None, :] * np.sqrt(lam) - 1e-9), 1.0)
+    met = d * np.where(lam <= _NONE_BELOW[None, None, :], 0.0, n_q)
+    fs = steps * tau_d + p_s * (k + met) + added_s[None, :, None] + overhead_s[:, None, None]
     fp = floor_prob[:, :, None] * CONTENTION_WEIGHTS[None, None, :]
     n = fs.shape[0]
     return fs.reshape(n, -1), fp.reshape(n, -1)
@@ -266,7 +277,9 @@ class EnginePoolLoad(PoolLoad):
         step = np.where(op.stable, op.step_s, self.w_s[idx])
         fs, fp = _contended_floors(self.floor_chunks, self.floor_added_s, self.floor_prob[idx],
                                    step, self.chunk_s[idx], self.ttft_overhead_s[idx],
-                                   np.where(op.stable, op.prefilling, 0.0))
+                                   np.where(op.stable, op.prefilling, 0.0),
+                                   self.mean_chunks[idx],
+                                   np.where(op.stable, -np.expm1(-op.mean_batch), 1.0))
         return QueueBatch(servers=servers, offered_load=offered,
                           mean_service_s=self.mean_iterations[idx] * step, cs2=self.cs2[idx],
                           floor_s=fs, floor_prob=fp)
