@@ -37,7 +37,7 @@ from fleetopt_milp import (  # noqa: E402
     resolve_profile,
 )
 from fleetopt_milp.calibration import burst_prediction, read_benchmark  # noqa: E402
-from fleetopt_milp.evaluate import Slo, evaluate  # noqa: E402
+from fleetopt_milp.evaluate import Slo, evaluate_fleet  # noqa: E402
 from fleetopt_milp.simulator import certification_from, fleet_from_plan, simulate  # noqa: E402
 
 CAT = load_catalog()
@@ -66,7 +66,7 @@ def engine_vs_simulation() -> str:
             fleet = fleet_from_plan(p, CAT)
             for share in LOADS:
                 rate = 200.0 * share
-                ev = evaluate(fleet, wl, rate, Slo(slo))
+                ev = evaluate_fleet(fleet, wl, rate, Slo(slo))
                 res = simulate(fleet, wl, rate_rps=rate, seed=7, **SIM)
                 for k, pool in enumerate(p.pools):
                     m, s = ev.pools[k], res.pools[k]

@@ -2,7 +2,7 @@
 
 A fleet is a :class:`~fleetopt_milp.simulator.FleetSpec` (pools by window, C&R bands,
 allocations of profiles and instances): one pool built by :func:`single_pool_fleet`, or a
-plan's fleet (:func:`~fleetopt_milp.simulator.fleet_from_plan`). :func:`evaluate` runs the
+plan's fleet (:func:`~fleetopt_milp.simulator.fleet_from_plan`). :func:`evaluate_fleet` runs the
 chosen service model (``slot`` or ``engine``) at a workload and a rate and returns, per pool
 and for the fleet, utilization, mean batch, TTFT and TPOT percentiles and SLO miss shares;
 and for the fleet the highest rate that still meets the SLOs (``max_rate_rps``) and the
@@ -29,7 +29,7 @@ from .workload import Workload
 if TYPE_CHECKING:  # the simulator imports numba; load it only when simulating
     from .simulator import FleetSpec
 
-__all__ = ["Slo", "GroupEvaluation", "FleetEvaluation", "evaluate", "single_pool_fleet"]
+__all__ = ["Slo", "GroupEvaluation", "FleetEvaluation", "evaluate_fleet", "single_pool_fleet"]
 
 #: Relative precision of the rate bisections.
 RATE_TOL = 1e-4
@@ -84,7 +84,7 @@ class GroupEvaluation:
 
 @dataclass(frozen=True)
 class FleetEvaluation:
-    """:func:`evaluate`'s answer: per pool, for the fleet, and the two rates (req/s)."""
+    """:func:`evaluate_fleet`'s answer: per pool, for the fleet, and the two rates (req/s)."""
 
     workload: str
     rate_rps: float
@@ -268,7 +268,7 @@ def _highest(ok, rate: float) -> float:
     return lo
 
 
-def evaluate(fleet: FleetSpec, workload: Workload, rate_rps: float, slo: Slo,
+def evaluate_fleet(fleet: FleetSpec, workload: Workload, rate_rps: float, slo: Slo,
              service_model_name: str = "engine", simulate: str | None = None,
              n_requests: int = 100_000, replications: int = 3, seed: int = 0
              ) -> FleetEvaluation:

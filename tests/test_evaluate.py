@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fleetopt_milp.errors import FleetOptError
-from fleetopt_milp.evaluate import Slo, evaluate, single_pool_fleet
+from fleetopt_milp.evaluate import Slo, evaluate_fleet, single_pool_fleet
 from fleetopt_milp.hardware import load_catalog
 from fleetopt_milp.workload import load_workload, workload_from_requests
 
@@ -30,7 +30,7 @@ def wl():
 
 def test_single_pool_figures_are_ordered_and_consistent(prof, wl):
     slo = Slo(500.0, 99.0, 60.0, 99.0)
-    ev = evaluate(single_pool_fleet(prof, 3, 8192, slo), wl, 10.0, slo)
+    ev = evaluate_fleet(single_pool_fleet(prof, 3, 8192, slo), wl, 10.0, slo)
     p, f = ev.pools[0], ev.fleet
     assert p.ttft_ms["p50"] <= p.ttft_ms["p90"] <= p.ttft_ms["p99"]
     assert p.tpot_ms["p50"] <= p.tpot_ms["p90"] <= p.tpot_ms["p99"]
@@ -39,23 +39,23 @@ def test_single_pool_figures_are_ordered_and_consistent(prof, wl):
     assert p.rate_rps == pytest.approx(10.0)
     # Below the highest rate the SLOs hold; the saturation rate is beyond it.
     assert 10.0 < ev.max_rate_rps < ev.saturation_rps
-    at_max = evaluate(single_pool_fleet(prof, 3, 8192, slo), wl, ev.max_rate_rps * 0.999, slo)
+    at_max = evaluate_fleet(single_pool_fleet(prof, 3, 8192, slo), wl, ev.max_rate_rps * 0.999, slo)
     assert at_max.pools[0].ttft_slo_miss_share <= 0.01 + 1e-9
     assert at_max.pools[0].tpot_slo_miss_share <= 0.01 + 1e-9
-    above = evaluate(single_pool_fleet(prof, 3, 8192, slo), wl, ev.max_rate_rps * 1.01, slo)
+    above = evaluate_fleet(single_pool_fleet(prof, 3, 8192, slo), wl, ev.max_rate_rps * 1.01, slo)
     assert (above.pools[0].ttft_slo_miss_share > 0.01
             or above.pools[0].tpot_slo_miss_share > 0.01)
 
 
 def test_saturation_is_where_the_engine_becomes_unstable(prof, wl):
     slo = Slo(500.0)
-    ev = evaluate(single_pool_fleet(prof, 2, 8192, slo), wl, 5.0, slo)
-    over = evaluate(single_pool_fleet(prof, 2, 8192, slo), wl, ev.saturation_rps * 1.01, slo)
+    ev = evaluate_fleet(single_pool_fleet(prof, 2, 8192, slo), wl, 5.0, slo)
+    over = evaluate_fleet(single_pool_fleet(prof, 2, 8192, slo), wl, ev.saturation_rps * 1.01, slo)
     assert over.fleet.slo_miss_share == 1.0 and over.fleet.ttft_ms["p99"] == float("inf")
-    under = evaluate(single_pool_fleet(prof, 2, 8192, slo), wl, ev.saturation_rps * 0.99, slo)
+    under = evaluate_fleet(single_pool_fleet(prof, 2, 8192, slo), wl, ev.saturation_rps * 0.99, slo)
     assert np.isfinite(under.fleet.ttft_ms["p99"])
     # Twice the instances take twice the traffic (the pool splits evenly).
-    ev4 = evaluate(single_pool_fleet(prof, 4, 8192, slo), wl, 5.0, slo)
+    ev4 = evaluate_fleet(single_pool_fleet(prof, 4, 8192, slo), wl, 5.0, slo)
     assert ev4.saturation_rps == pytest.approx(2 * ev.saturation_rps, rel=1e-3)
 
 
@@ -66,7 +66,7 @@ def test_plan_fleet_matches_the_plan(prof, tmp_path):
 
     w = load_workload("azure-2023")
     p = plan(Scenario(w, prof, 150, 800, service_model="engine"))
-    ev = evaluate(fleet_from_plan(p), w, 150, Slo(800.0))
+    ev = evaluate_fleet(fleet_from_plan(p), w, 150, Slo(800.0))
     for pp, pe in zip(p.pools, ev.pools, strict=True):
         assert pe.rate_rps == pytest.approx(pp.rate_rps, rel=1e-9)
         assert pe.utilization == pytest.approx(pp.utilization, rel=1e-9)
@@ -80,9 +80,9 @@ def test_bad_inputs_are_one_line_errors(prof, wl):
     with pytest.raises(FleetOptError, match="instances"):
         single_pool_fleet(prof, 0, 8192, slo)
     with pytest.raises(FleetOptError, match="longer than the largest pool window"):
-        evaluate(single_pool_fleet(prof, 1, 2048, slo), wl, 1.0, slo)
+        evaluate_fleet(single_pool_fleet(prof, 1, 2048, slo), wl, 1.0, slo)
     with pytest.raises(FleetOptError, match="service-model engine"):
-        evaluate(single_pool_fleet(prof, 1, 8192, slo), wl, 1.0, Slo(500.0, 99, 40.0), "slot")
+        evaluate_fleet(single_pool_fleet(prof, 1, 8192, slo), wl, 1.0, Slo(500.0, 99, 40.0), "slot")
 
 
 def test_cli_writes_the_documented_keys(tmp_path):

@@ -47,7 +47,7 @@ def evaluate(
     highest rate it can take within its SLOs, and its saturation throughput."""
     from ..errors import FleetOptError
     from ..evaluate import Slo, single_pool_fleet
-    from ..evaluate import evaluate as run
+    from ..evaluate import evaluate_fleet as run
     from ..hardware import load_catalog, resolve_profile
     from ..plan import read_plan
     from ..report_engine import evaluation_renderable, write_json
