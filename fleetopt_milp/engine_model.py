@@ -280,9 +280,12 @@ class EnginePoolLoad(PoolLoad):
                                    np.where(op.stable, op.prefilling, 0.0),
                                    self.mean_chunks[idx],
                                    np.where(op.stable, -np.expm1(-op.mean_batch), 1.0))
+        # A request waits only while the batch is full: the queue drains at the step time
+        # of a full batch (docs/engine.md §2).
+        full = self.w_s[idx] + op.batch_cap * op.per_seq_s
         return QueueBatch(servers=servers, offered_load=offered,
-                          mean_service_s=self.mean_iterations[idx] * step, cs2=self.cs2[idx],
-                          floor_s=fs, floor_prob=fp)
+                          mean_service_s=self.mean_iterations[idx] * np.maximum(full, step),
+                          cs2=self.cs2[idx], floor_s=fs, floor_prob=fp)
 
     def extra_fails(self, idx, instances) -> np.ndarray:
         """Sizes at which the TPOT SLO fails (none without a TPOT SLO)."""

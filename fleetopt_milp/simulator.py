@@ -76,7 +76,7 @@ from .plan import Plan
 from .poolload import PoolLoad
 from .queueing import Queue, QueueMix, pool_figures
 from .routing import route, split_allocations
-from .service import SLOT
+from .service import service_model
 from .workload import Trace, Workload, load_workload, paper_split
 
 __all__ = [
@@ -180,6 +180,8 @@ class FleetSpec:
     ``compression_latency_s``: added to the TTFT of compressed requests (s).
     ``slo_s``/``percentile``: the TTFT SLO (P``percentile`` TTFT <= ``slo_s``).
     ``paper_compat``: lengths of trace workloads are re-split 80/20 (MODEL.md section 1).
+    ``service_model``: the model whose analytical figures are printed beside the simulated
+    ones (the plan's; ``"slot"`` or ``"engine"``, docs/engine.md).
     """
 
     pool_names: tuple[str, ...]
@@ -191,6 +193,7 @@ class FleetSpec:
     slo_s: float
     percentile: float = 99.0
     paper_compat: bool = False
+    service_model: str = "slot"
 
     def validated(self) -> FleetSpec:
         """Check the fleet; raise :class:`FleetOptError` naming the field and the fix."""
@@ -293,7 +296,8 @@ def fleet_from_plan(plan: Plan, catalog: Catalog | None = None,
         compressible_share=float(plan.compressible_share),
         compression_latency_s=float(plan.compression_latency_ms) * 1e-3,
         allocations=tuple(allocs), slo_s=float(plan.slo_ms) * 1e-3,
-        percentile=float(plan.percentile), paper_compat=bool(plan.paper_compat)).validated()
+        percentile=float(plan.percentile), paper_compat=bool(plan.paper_compat),
+        service_model=plan.service_model).validated()
 
 
 # ---------------------------------------------------------------------------------------
@@ -646,6 +650,7 @@ def _queues(fleet: FleetSpec, workload: Workload, rate_rps: float) -> list[Queue
     windows = np.asarray(fleet.windows_tokens, dtype=np.int64)
     gammas = np.asarray(fleet.gammas, dtype=float)
     loads: dict[str, PoolLoad] = {}
+    model = service_model(fleet.service_model)
     out = []
     for a in fleet.ordered_allocations:
         key = a.profile.name
@@ -654,7 +659,7 @@ def _queues(fleet: FleetSpec, workload: Workload, rate_rps: float) -> list[Queue
                             int(windows[-1]), fleet.compression_latency_s)
             moments = t.pools(windows[None, :], gammas[None, :], fleet.compressible_share)
             loads[key] = PoolLoad.concat(
-                [SLOT.pool_load(m, t, [int(windows[k])], rate_rps)
+                [model.pool_load(m, t, [int(windows[k])], rate_rps)
                  for k, m in enumerate(moments)])
         out.append(loads[key].queue(a.pool, a.instances, a.load_share))
     return out

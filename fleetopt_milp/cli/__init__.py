@@ -27,9 +27,12 @@ def _root() -> None:
 
 
 DEFAULT_WORKLOAD = "azure-2023"
-DEFAULT_GPU = "paper-H100"
-#: The service model when --service-model is not given (--paper-compat always uses "slot").
-DEFAULT_SERVICE_MODEL = "slot"
+#: The calibrated Llama-3-70B TP-8 H100 profile (models/calibrated.toml, docs/engine.md §3);
+#: the paper's profiles stay for reproduction (--gpu paper-H100 --service-model slot).
+DEFAULT_GPU = "H100-Llama-3-70B-tp8-vllm"
+#: The service model when --service-model is not given (--paper-compat always uses "slot"):
+#: the engine model, validated against the engine simulation (benchmarks/RESULTS.md).
+DEFAULT_SERVICE_MODEL = "engine"
 
 
 def _service_model(service_model: str | None, paper_compat: bool) -> str:
@@ -93,7 +96,8 @@ RateOpt = typer.Option(1000.0, "--rate", help="Arrival rate, requests/s")
 SloOpt = typer.Option(500.0, "--slo-ms", help="TTFT SLO, milliseconds")
 PercentileOpt = typer.Option(99.0, "--percentile", help="SLO percentile (99 = P99)")
 GpuOpt = typer.Option(DEFAULT_GPU, "--gpu",
-                      help="Calibrated profile (paper-H100) or a GPU name for a roofline profile")
+                      help="Calibrated profile (default H100-Llama-3-70B-tp8-vllm; paper-H100 for "
+                      "the paper) or a GPU name for a roofline profile")
 ModelOpt = typer.Option(None, "--model", help="Served LLM (needed with a GPU name)")
 TpOpt = typer.Option(None, "--tp", help="GPUs per instance (tensor parallelism)")
 LongOpt = typer.Option(65536, "--long-context", help="Long pool window, tokens")
@@ -108,7 +112,7 @@ CatalogOpt = typer.Option([], "--catalog", help="Extra catalogue TOML file or fo
 JsonOpt = typer.Option(None, "--json", help="Write the plan file (JSON) here")
 ServiceModelOpt = typer.Option(
     None, "--service-model", help="slot (every iteration at a full batch; the paper's) or "
-    "engine (continuous batching at its operating point, docs/engine.md); default slot")
+    "engine (continuous batching at its operating point, docs/engine.md); default engine")
 TpotOpt = typer.Option(None, "--tpot-ms", help="TPOT SLO, ms per output token (engine model)")
 TpotPctOpt = typer.Option(99.0, "--tpot-percentile", help="TPOT SLO percentile (99 = P99)")
 
