@@ -76,6 +76,14 @@ _LAZY = {
                "PoolRoute"),
     "milp": ("FleetProblem", "ArcTables", "precompute", "build_model", "solve_model", "solve",
              "solve_max_rate", "capacity_share"),
+    # Engine model, calibration and evaluation (docs/engine.md); scipy.optimize and stats.
+    "engine_model": ("EngineServiceModel", "EnginePoolLoad", "EngineQueue", "OperatingPoint",
+                     "operating_point", "TpotFigures", "tpot_figures"),
+    "calibration": ("calibrate", "read_benchmark", "read_steps", "burst_prediction",
+                    "BenchmarkRun", "StepTable", "CalibrationFit", "BurstPrediction",
+                    "write_profile_toml"),
+    "evaluate": ("evaluate_fleet", "single_pool_fleet", "Slo", "FleetEvaluation",
+                 "GroupEvaluation"),
 }
 
 

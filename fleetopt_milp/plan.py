@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import FleetOptError
@@ -60,7 +60,9 @@ class PoolPlan:
 
     ``compressed_in_rps``: C&R requests compressed into this pool from the band above.
     ``p99_ttft_ms`` is the pool's TTFT at the plan's percentile (the name keeps the
-    P99 default; see :attr:`Plan.percentile`).
+    P99 default; see :attr:`Plan.percentile`). Under the engine service model
+    (docs/engine.md): ``mean_tpot_ms``, ``tpot_ms`` (TPOT at :attr:`Plan.tpot_percentile`)
+    and ``mean_batch`` (sequences per instance); ``None`` under the slot model.
     """
 
     role: str
@@ -73,6 +75,9 @@ class PoolPlan:
     utilization: float
     p99_ttft_ms: float
     slo_miss_share: float
+    mean_tpot_ms: float | None = None
+    tpot_ms: float | None = None
+    mean_batch: float | None = None
 
     @property
     def instances(self) -> int:
@@ -130,6 +135,9 @@ class Plan:
     solver: dict | None = None
     verification: dict | None = None
     extra: dict = field(default_factory=dict)
+    service_model: str = "slot"
+    tpot_slo_ms: float | None = None
+    tpot_percentile: float = 99.0
 
     @property
     def instances(self) -> int:
@@ -186,7 +194,8 @@ class Plan:
             for p in d["pools"]:
                 allocs = tuple(Allocation(**{f.name: a[f.name] for f in fields(Allocation)})
                                for a in p["allocations"])
-                kw = {f.name: p[f.name] for f in fields(PoolPlan) if f.name != "allocations"}
+                kw = {f.name: p[f.name] for f in fields(PoolPlan)
+                      if f.name != "allocations" and (f.name in p or f.default is MISSING)}
                 pools.append(PoolPlan(allocations=allocs, **kw))
             baselines = {k: FleetSummary(**{
                 **v, "pool_instances": tuple(v["pool_instances"]),

@@ -14,7 +14,7 @@ moments of every candidate pool, and one vectorised ``min_instances`` call sizes
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -91,18 +91,15 @@ class PlanningTables:
 
 @dataclass(frozen=True)
 class _RowParts:
-    """:class:`PoolParts` of many pools stacked as rows: ``sums`` ``(3, F, N)`` holds the
-    base, lost and gained values of the ``F`` per-pool fields of :class:`Moments` (mass,
-    s1, s2, ...) and ``floors`` ``(3, N, m)`` their floor masses (zeros where a pool has no
-    band); ``window_tokens`` ``(N,)`` is each row's window."""
+    """:class:`PoolParts` of many pools stacked as rows: ``sums`` ``(3, 3, N)`` holds the
+    base, lost and gained ``[mass, s1, s2]`` and ``floors`` ``(3, N, m)`` their floor masses
+    (zeros where a pool has no band); ``window_tokens`` ``(N,)`` each row's window;
+    ``engine`` ``(3, N, 4)`` the engine model's sums (:class:`Moments`, docs/engine.md §2)."""
 
     sums: np.ndarray
     floors: np.ndarray
     window_tokens: np.ndarray
-
-    @staticmethod
-    def _names() -> list[str]:
-        return [f.name for f in fields(Moments) if f.name != "floor_mass"]
+    engine: np.ndarray
 
     @staticmethod
     def stack(parts: list[PoolParts], window_tokens: np.ndarray) -> _RowParts:
@@ -110,29 +107,31 @@ class _RowParts:
             m = getattr(p, f)
             return p.base.scaled(0.0) if m is None else m
 
-        names = _RowParts._names()
-        sums = np.stack([np.concatenate([np.stack([getattr(m, n) for n in names]) for m in
+        sums = np.stack([np.concatenate([np.stack([m.mass, m.s1, m.s2]) for m in
                                          (part(p, f) for p in parts)], axis=1)
                          for f in ("base", "lost", "gained")])
         floors = np.stack([np.concatenate([part(p, f).floor_mass for p in parts])
                            for f in ("base", "lost", "gained")])
-        return _RowParts(sums, floors, window_tokens)
+        engine = np.stack([np.concatenate([part(p, f).engine for p in parts])
+                           for f in ("base", "lost", "gained")])
+        return _RowParts(sums, floors, window_tokens, engine)
 
     @property
     def gained_mass(self) -> np.ndarray:
         """Share of all requests compressed into each row's pool at ``p_c = 1``."""
-        return self.sums[2, self._names().index("mass")]
+        return self.sums[2, 0]
 
     def moments(self, compressible_share: float) -> Moments:
         """Every row's moments at ``p_c`` (the operations of :meth:`PoolParts.at`)."""
         pc = float(compressible_share)
-        s, f = self.sums, self.floors
+        s, f, e = self.sums, self.floors, self.engine
         if pc > 0:
             s = s[0] - s[1] * pc + s[2] * pc
             f = f[0] - f[1] * pc + f[2] * pc
+            e = e[0] - e[1] * pc + e[2] * pc
         else:
-            s, f = s[0], f[0]
-        return Moments(**dict(zip(self._names(), s, strict=True)), floor_mass=f)
+            s, f, e = s[0], f[0], e[0]
+        return Moments(s[0], s[1], s[2], f, e)
 
 
 def _size_rows(tables: PlanningTables, rows: _RowParts) -> tuple[PoolLoad, np.ndarray]:
@@ -141,6 +140,8 @@ def _size_rows(tables: PlanningTables, rows: _RowParts) -> tuple[PoolLoad, np.nd
     s = tables.scenario
     load = service_model(s.service_model).pool_load(
         rows.moments(s.compressible_share), tables.table, rows.window_tokens, s.rate_rps)
+    if s.tpot_ms is not None:  # the engine model's own SLO (docs/engine.md §2)
+        load = load.with_tpot_slo(s.tpot_ms * 1e-3, s.tpot_percentile)
     counts = min_instances(load, s.slo_ms * 1e-3, s.percentile, s.rho_max,
                            paper_rule=s.paper_compat)
     return load, counts
@@ -177,8 +178,15 @@ def _build_pools(tables: PlanningTables, load: PoolLoad, rows: tuple[int, ...],
     prof = s.profile
     pools = []
     for k, (r, n) in enumerate(zip(rows, counts, strict=True)):
-        fig = pool_figures(load.queue(r, max(n, 0)), s.slo_ms * 1e-3, s.percentile,
-                           s.paper_compat)
+        queue = load.queue(r, max(n, 0))
+        fig = pool_figures(queue, s.slo_ms * 1e-3, s.percentile, s.paper_compat)
+        tpot = {}
+        if load.load_dependent and n > 0:  # the engine model's TPOT (docs/engine.md §2)
+            from .engine_model import tpot_figures
+
+            tf = tpot_figures([queue], [1.0], s.tpot_percentile, s.tpot_ms)
+            tpot = dict(mean_tpot_ms=tf.mean_ms, tpot_ms=tf.at_percentile_ms,
+                        mean_batch=queue.mean_batch)
         rate = float(load.rate_rps[r])
         alloc = Allocation(
             profile=prof.name, gpu=prof.gpu, model=prof.model, tp=prof.tp, instances=n,
@@ -197,7 +205,7 @@ def _build_pools(tables: PlanningTables, load: PoolLoad, rows: tuple[int, ...],
             context_tokens=int(tables.rows.window_tokens[r]),
             gamma=1.0 if last else gamma, allocations=(alloc,), rate_rps=rate,
             compressed_in_rps=comp_in, utilization=fig.utilization, p99_ttft_ms=fig.ttft_ms,
-            slo_miss_share=fig.slo_miss_share))
+            slo_miss_share=fig.slo_miss_share, **tpot))
     return tuple(pools)
 
 
@@ -286,6 +294,14 @@ def _baselines(found: _Search) -> dict[str, FleetSummary]:
     h = found.h_count
     h_ok = h >= 0
     fault = "" if h_ok else _prefill_fault(tables, found.load, found.h_row, "homogeneous")
+    if not h_ok and found.order.size == 0 and s.tpot_ms is not None:
+        ld, r = found.load, found.h_row
+        alone_ms = float(ld.w_s[r] + ld.step_cost_s[r] / ld.mean_iterations[r]) * 1e3
+        if alone_ms > s.tpot_ms:
+            raise InfeasibleError(
+                f"no fleet meets the TPOT SLO: a decode step of one sequence takes "
+                f"{alone_ms:.1f} ms on {s.profile.name}, above --tpot-ms {s.tpot_ms:g}; relax "
+                "--tpot-ms or choose a faster profile", binding="tpot")
     if not h_ok and found.order.size == 0:
         raise InfeasibleError(
             f"no fleet meets the SLO: {fault}; relax --slo-ms or --percentile, or choose a "
@@ -341,7 +357,8 @@ def candidate_plans(scenario: Scenario, count: int, tables: PlanningTables | Non
         percentile=s.percentile, model=s.profile.model,
         long_context_tokens=s.long_context_tokens, compressible_share=s.compressible_share,
         rho_max=s.rho_max, paper_compat=s.paper_compat,
-        compression_latency_ms=s.compression_latency_ms, baselines=baselines)
+        compression_latency_ms=s.compression_latency_ms, baselines=baselines,
+        service_model=s.service_model, tpot_slo_ms=s.tpot_ms, tpot_percentile=s.tpot_percentile)
     n = found.windows.shape[0]
     out = []
     for i in _ranked(found, baselines["homogeneous"].usd_per_hour, count):

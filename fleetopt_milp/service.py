@@ -132,12 +132,20 @@ def register_service_model(model: ServiceModel) -> None:
     _MODELS[model.name] = model
 
 
+def _builtin_models() -> None:
+    """Register the built-in models defined in their own modules (docs/engine.md)."""
+    from . import engine_model  # noqa: F401  (registers "engine")
+
+
 def service_model_names() -> tuple[str, ...]:
+    _builtin_models()
     return tuple(sorted(_MODELS))
 
 
 def service_model(name: str) -> ServiceModel:
     """The service model called ``name``; :class:`FleetOptError` if there is none."""
+    if name not in _MODELS:
+        _builtin_models()
     try:
         return _MODELS[name]
     except KeyError:

@@ -74,6 +74,7 @@ def _fails(load: PoolLoad, idx: np.ndarray, n_inst: np.ndarray, slo_s: float, q:
     bad = slo_excess(b, slo_s, q, paper_rule) > 0
     if load.load_dependent:  # the cap moves with the size: test it at every size
         bad |= (b.servers <= b.offered_load) | (b.utilization > rho_max * (1 + 1e-12))
+        bad |= load.extra_fails(idx, n_inst)
     return bad
 
 
@@ -163,6 +164,8 @@ def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
     if busy.size == 0:
         return result
     hopeless = _unservable(load, busy, slo_s, q, paper_rule)
+    if load.load_dependent:
+        hopeless |= load.extra_unservable(busy)
     result[busy[hopeless]] = -1
     busy = busy[~hopeless]
     if busy.size:

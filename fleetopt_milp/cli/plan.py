@@ -20,8 +20,11 @@ from . import (
     PercentileOpt,
     RateOpt,
     RhoOpt,
+    ServiceModelOpt,
     SloOpt,
     TpOpt,
+    TpotOpt,
+    TpotPctOpt,
     WorkloadOpt,
     _peak_factor,
     _scenario,
@@ -46,6 +49,9 @@ def plan(
     compression_ms: float = CompMsOpt,
     paper_compat: bool = PaperOpt,
     catalog: list[Path] = CatalogOpt,
+    service_model: str | None = ServiceModelOpt,
+    tpot_ms: float | None = TpotOpt,
+    tpot_percentile: float = TpotPctOpt,
     peak_factor: float = typer.Option(
         1.0, "--peak-factor", help="Plan for this multiple of --rate (bursty traffic)"),
     peak_window_s: float | None = typer.Option(
@@ -72,7 +78,8 @@ def plan(
 
     sc, warnings, _ = _scenario(workload, rate, slo_ms, percentile, gpu, model, tp,
                                 long_context, gamma_max, compressible, rho_max,
-                                compression_ms, paper_compat, catalog)
+                                compression_ms, paper_compat, catalog, service_model,
+                                tpot_ms, tpot_percentile)
     factor = _peak_factor(sc.workload, rate, peak_factor, peak_window_s)
     sc = replace(sc, rate_rps=rate * factor)
     extra = {"mean_rate_rps": rate, "peak_factor": factor} if factor != 1.0 else {}

@@ -105,7 +105,7 @@ def solve(
         raise FleetOptError("--gpus: give at least one GPU type, e.g. --gpus H100,A100")
     sc, warnings, cat = _scenario(workload, rate, slo_ms, percentile, names[0], model, tp,
                              long_context, gamma_max, compressible, rho_max, compression_ms,
-                             paper_compat, catalog)
+                             paper_compat, catalog, "slot")  # the MILP sizes with slots
     profiles = [sc.profile] + [resolve_profile(cat, n, model, tp) for n in names[1:]]
     for p in profiles[1:]:
         warnings += tuple(profile_warnings(p, cat))
