@@ -845,10 +845,12 @@ def _resolve_source(plan: Plan | None, workload, trace, rate_rps, rate_scale, fl
         if plan is None:
             raise FleetOptError("workload: give a workload (name, path or Workload) to "
                                 "simulate a FleetSpec")
+        from .provenance import workload_spec
+
         try:
-            wl = load_workload(plan.workload)
+            wl = load_workload(workload_spec(plan))
         except FleetOptError as exc:
-            raise FleetOptError(f"the plan's workload {plan.workload!r} cannot be loaded "
+            raise FleetOptError(f"the plan's workload {workload_spec(plan)!r} cannot be loaded "
                                 f"({exc}); pass it with --workload PATH") from None
     elif isinstance(workload, (str, os.PathLike)):
         wl = load_workload(workload)

@@ -89,6 +89,8 @@ PaperOpt = typer.Option(False, "--paper-compat",
                         help="The paper's rule: P99 wait + mean prefill, 80/20 length split")
 CatalogOpt = typer.Option([], "--catalog", help="Extra catalogue TOML file or folder (repeatable)")
 JsonOpt = typer.Option(None, "--json", help="Write the plan file (JSON) here")
+FromOpt = typer.Option(None, "--from", help="Re-run with the inputs recorded in this plan "
+                       "file (other options are ignored)")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from . import (
     CatalogOpt,
     CompMsOpt,
     CompOpt,
+    FromOpt,
     GammaOpt,
     GpuOpt,
     JsonOpt,
@@ -27,6 +28,7 @@ from . import (
     _scenario,
     app,
     console,
+    err_console,
 )
 
 
@@ -61,10 +63,21 @@ def plan(
     verify_fidelity: str = typer.Option(
         "slot", "--verify-fidelity", help="With --verify: slot or engine simulation"),
     seed: int = typer.Option(0, "--seed", help="With --verify: random seed"),
+    from_plan: Path | None = FromOpt,
     json_path: Path | None = JsonOpt,
 ):
     """Plan the cheapest two-pool fleet (analytical FleetOpt planner with C&R)."""
+    args = dict(locals())
     from dataclasses import replace
+
+    from ..provenance import read_inputs, record_inputs
+
+    if from_plan is not None:
+        recorded = read_inputs(from_plan, "plan")
+        for note in recorded.change_notes():
+            err_console.print(f"warning: {note}", markup=False)
+        return plan(**recorded.cli_kwargs(), from_plan=None,
+                    json_path=json_path)
 
     from ..plan import write_plan
     from ..planner import candidate_plans
@@ -93,7 +106,8 @@ def plan(
         summary = (f"{verify_fidelity} simulation certifies this plan; {ver.rejected} cheaper "
                    "candidate(s) rejected" + (f" ({rejected})" if rejected else ""))
         result = replace(ver.plan, verification={**ver.to_dict(), "summary": summary})
-    result = replace(result, warnings=result.warnings + warnings, extra=extra)
+    result = replace(result, warnings=result.warnings + warnings, extra=extra,
+                     inputs=record_inputs("plan", args, [sc.profile]))
     console.print(plan_renderable(result))
     if json_path is not None:
         write_plan(result, json_path)
