@@ -19,7 +19,6 @@ docs/reports.md.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -296,20 +295,15 @@ def record_inputs(command: str, args: dict[str, Any], profiles, solver: dict | N
 
 def read_inputs(path: str | Path, command: str | None = None) -> PlanInputs:
     """The ``inputs`` record of a plan file; with ``command``, it must have been made by it."""
-    p = Path(path)
-    if not p.is_file():
-        raise FleetOptError(f"--from {p}: plan file not found")
-    try:
-        d = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise FleetOptError(f"--from {p}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(d, dict) or "inputs" not in d:
-        raise FleetOptError(f"--from {p}: the plan file records no inputs (written before "
+    from .plan import read_plan
+
+    inputs = read_plan(path).inputs
+    if inputs is None:
+        raise FleetOptError(f"--from {path}: the plan file records no inputs (written before "
                             "plan files recorded them); plan again with the options")
-    inputs = PlanInputs.from_dict(d["inputs"])
     if command is not None and inputs.command != command:
-        raise FleetOptError(f"--from {p}: made by `fleetopt {inputs.command}`; reproduce it "
-                            f"with `fleetopt {inputs.command} --from {p}`")
+        raise FleetOptError(f"--from {path}: made by `fleetopt {inputs.command}`; reproduce it "
+                            f"with `fleetopt {inputs.command} --from {path}`")
     return inputs
 
 
