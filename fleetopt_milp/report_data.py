@@ -9,6 +9,7 @@ docs/reports.md explains each figure.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from .errors import FleetOptError
