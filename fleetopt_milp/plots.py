@@ -109,8 +109,9 @@ class CostByRate:
 
 @dataclass(frozen=True)
 class CostTtftFront:
-    """Sweep rows: fleet $/hour against the fleet's TTFT at the percentile (ms), with the
-    boundary of each fleet; ``front`` marks the points no other point beats on both."""
+    """Fleets over boundaries: $/hour against the fleet's TTFT at the percentile (ms, the
+    largest over its pools), with each fleet's boundary (-1: one homogeneous pool);
+    ``front`` marks the points no other point beats on both."""
 
     ttft_ms: np.ndarray
     usd_per_hour: np.ndarray

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -70,6 +69,7 @@ from . import _kernels
 from .demand import MomentTable, pool_load
 from .errors import FleetOptError
 from .hardware import Catalog, Profile, load_catalog, resolve_profile
+from .parallel import dask_client
 from .plan import Plan
 from .queueing import erlang_c, ttft_miss_probability, wait_quantile_s, wait_tail
 from .routing import route, split_allocations
@@ -808,30 +808,8 @@ def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:
 
 
 def _map_dask(jobs: list[_Job], scheduler) -> list[dict]:
-    try:
-        import dask
-        from dask.distributed import Client
-    except ImportError:  # pragma: no cover - dask is a dependency
-        raise FleetOptError("scheduler: dask[distributed] is not installed; "
-                            "pip install 'dask[distributed]' or drop --scheduler") from None
-    with tempfile.TemporaryDirectory(prefix="fleetopt-dask-") as tmp, \
-            dask.config.set({"temporary-directory": tmp}):
-        own = isinstance(scheduler, str)
-        if own:
-            try:
-                client = Client(scheduler, timeout="20s", set_as_default=False)
-            except (OSError, TimeoutError) as exc:
-                raise FleetOptError(f"scheduler={scheduler}: cannot reach the Dask scheduler "
-                                    f"({exc}); start one with `dask scheduler` or drop "
-                                    "--scheduler") from None
-        else:
-            client = scheduler
-        try:
-            futures = client.map(_run, jobs, pure=False)
-            return client.gather(futures)
-        finally:
-            if own:
-                client.close()
+    with dask_client(scheduler) as client:
+        return client.gather(client.map(_run, jobs, pure=False))
 
 
 # ---------------------------------------------------------------------------------------

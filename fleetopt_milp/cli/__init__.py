@@ -122,3 +122,4 @@ from . import plan as _plan  # noqa: E402,F401
 from . import report as _report  # noqa: E402,F401
 from . import simulate as _simulate  # noqa: E402,F401
 from . import solve as _solve  # noqa: E402,F401
+from . import sweep as _sweep  # noqa: E402,F401
