@@ -155,17 +155,13 @@ class SweepChunk:
 
 @dataclass(frozen=True)
 class SweepRow:
-    """One scenario's cheapest fleet (a CSV row). ``status``: ``ok`` or ``infeasible``
-    (``message`` says why). ``boundary_tokens`` is -1 for one homogeneous pool.
-    ``ttft_ms``: the largest pool TTFT at the percentile; ``max_utilization`` likewise."""
+    """One scenario's cheapest fleet (a CSV row: the key, the point's axes, then the rest).
+    ``status``: ``ok`` or ``infeasible`` (``message`` says why). ``boundary_tokens`` is -1
+    for one homogeneous pool. ``ttft_ms``: the largest pool TTFT at the percentile;
+    ``max_utilization`` likewise."""
 
     key: str
-    workload: str
-    gpu: str
-    long_context_tokens: int
-    rate_rps: float
-    slo_ms: float
-    compressible_share: float
+    point: ScenarioPoint
     status: str
     usd_per_hour: float
     instances: int
@@ -182,7 +178,8 @@ class SweepRow:
     message: str
 
 
-COLUMNS = tuple(f.name for f in fields(SweepRow))
+COLUMNS = ("key", *(f.name for f in fields(ScenarioPoint)),
+           *(f.name for f in fields(SweepRow)[2:]))
 
 
 @lru_cache(maxsize=16)
@@ -227,7 +224,7 @@ def _row(spec: SweepSpec, p: ScenarioPoint) -> SweepRow:
     from .planner import plan
 
     s = spec.scenario(p)
-    base = dict(key=spec.key(p), **asdict(p))
+    base = dict(key=spec.key(p), point=p)
     try:
         pl = plan(s, _tables(s))
     except InfeasibleError as exc:
@@ -264,7 +261,8 @@ def _csv_text(rows: list[SweepRow], header: bool) -> str:
     if header:
         w.writerow(COLUMNS)
     for r in rows:
-        w.writerow([getattr(r, c) for c in COLUMNS])
+        d = asdict(r)
+        w.writerow([d["key"], *d.pop("point").values(), *list(d.values())[1:]])
     return buf.getvalue()
 
 
