@@ -44,7 +44,13 @@ class ReportFiles:
 
 
 def _pct(x: float) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{100 * x:.1f}%" if abs(x) >= 5e-4 else "0.0%"
+
+
+def _n(instances: int) -> str:
+    return f"{instances} instance" + ("" if instances == 1 else "s")
 
 
 def summary_paragraphs(plan: Plan, scenario=None) -> list[str]:
@@ -63,13 +69,13 @@ def summary_paragraphs(plan: Plan, scenario=None) -> list[str]:
     else:
         b = plan.boundary_tokens
         share = "" if wl is None else f" ({_pct(float(wl.cdf(b)))} of requests)"
-        short, long_ = plan.pools[0], plan.pools[-1]
+        rest = "; ".join(f"({p.lo_tokens:,}, {p.context_tokens:,}] tokens to {_n(p.instances)}"
+                         for p in plan.pools[1:])
         out.append(
             f"Requests are split by length (input + output tokens). Those up to B = {b:,} "
-            f"tokens{share} go to a short pool of {short.instances} instances whose KV cache "
+            f"tokens{share} go to a short pool of {_n(plan.pools[0].instances)} whose KV cache "
             f"is sized for {b:,}-token requests, so each instance holds more of them at once. "
-            f"Longer requests go to {'the other pools' if len(plan.pools) > 2 else 'a long pool'}"
-            f" ({long_.instances} instances, window {long_.context_tokens:,} tokens).")
+            f"Longer requests go to {len(plan.pools) - 1} more pool(s): {rest}.")
         if plan.gamma > 1:
             end = int(rd.band_end_tokens(b, plan.gamma))
             band = "" if wl is None else \

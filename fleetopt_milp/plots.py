@@ -239,6 +239,7 @@ def model_vs_sim_figure(panels: tuple[Comparison, ...]) -> Figure:
                yerr=np.nan_to_num(np.abs(err)), capsize=4)
         if c.limit is not None:
             ax.axhline(c.limit, color="black", ls="--", label=f"limit {c.limit:g}")
+        ax.set_ylim(bottom=0)  # every compared figure is >= 0; an interval may dip below
         ax.set_xticks(x, c.pools)
         ax.set_title(c.metric)
         ax.grid(axis="y", alpha=0.3)
