@@ -138,7 +138,7 @@ def test_summary_is_plain_language(plan, scenario):
     text = " ".join(summary_paragraphs(plan, scenario))
     assert f"Buy {plan.instances} instances ({plan.gpus} GPUs" in text
     assert f"B = {plan.boundary_tokens:,}" in text and "Compress-and-Route" in text
-    assert f"to {plan.pools[1].instances} instances" in text
+    assert f"] tokens to {plan.pools[1].instances} instance" in text
     share = float(scenario.workload.cdf(plan.boundary_tokens))
     assert f"({100 * share:.1f}% of requests)" in text
 
