@@ -63,6 +63,9 @@ _LAZY = {
                   "PoolVerdict", "Verification", "FleetSpec", "AllocationSpec",
                   "fleet_from_plan"),
     "routing": ("route", "Routed"),
+    "provenance": ("PlanInputs", "read_inputs"),
+    "html_report": ("write_report", "ReportFiles"),
+    "sweep": ("SweepSpec", "SweepSummary", "run_sweep"),
     "milp": ("FleetProblem", "ArcTables", "precompute", "build_model", "solve_model", "solve",
              "solve_max_rate", "capacity_share"),
 }
