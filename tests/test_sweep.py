@@ -127,3 +127,28 @@ def test_sweep_cli(tmp_path):
                           (["--slo-ms", "1"], "below the prefill time")):
         r = subprocess.run([*args, *extra], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_killed_sweep_resumes_to_the_same_rows(tmp_path):
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "fleetopt_milp.cli", "sweep", "--workload", "lmsys",
+            "--rate", "100:800:100", "--slo-ms", "300,500", "--gpu", "paper-H100",
+            "--workers", "1", "--chunk-size", "1"]
+    ref, cut = tmp_path / "ref.csv", tmp_path / "cut.csv"
+    subprocess.run([*args, "--out", str(ref)], check=True, capture_output=True, timeout=120)
+    proc = subprocess.Popen([*args, "--out", str(cut)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cut.exists() and len(cut.read_text().splitlines()) >= 4:  # header + 3 rows
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=30)
+    kept = len(existing_keys(cut))
+    assert 3 <= kept < 16, "the sweep was not interrupted mid-way"
+    r = subprocess.run([*args, "--out", str(cut)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and f"16 scenarios: {kept} already" in r.stdout
+    assert _rows(cut) == _rows(ref)

@@ -78,8 +78,14 @@ def sweep(
                   MofNCompleteColumn(), TimeRemainingColumn(), console=console,
                   transient=not console.is_terminal) as bar:
         task = bar.add_task("sweep", total=spec.n_scenarios)
-        summary = run(spec, out, workers=n_workers, scheduler=scheduler, chunk_size=chunk_size,
-                      on_progress=lambda done, total: bar.update(task, completed=done))
+        try:
+            summary = run(spec, out, workers=n_workers, scheduler=scheduler,
+                          chunk_size=chunk_size,
+                          on_progress=lambda done, total: bar.update(task, completed=done))
+        except KeyboardInterrupt:
+            console.print(f"interrupted: the finished scenarios are in {out}; run the same "
+                          "command to resume", markup=False)
+            raise typer.Exit(130) from None
     console.print(f"{summary.total:,} scenarios: {summary.skipped:,} already in {out}, "
                   f"{summary.planned:,} planned now ({summary.infeasible:,} infeasible).",
                   markup=False)
