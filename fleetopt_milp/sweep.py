@@ -9,7 +9,8 @@ SLOs and p_c, one CSV row per scenario; resumable and parallel.
 - Chunks run in this process, on local processes or on Dask
   (:func:`~fleetopt_milp.parallel.as_completed_map`, shared with the simulator).
 - Each finished chunk is appended to the CSV in one write; a restart repairs a torn last
-  line and skips every scenario whose key is already in the file.
+  line and skips every scenario whose key is already in the file. A ``.parquet`` output
+  is written (atomically) from that CSV, kept beside it as ``OUT.parquet.csv``, at the end.
 
 docs/reports.md describes the columns and the plots.
 """
@@ -32,7 +33,7 @@ from .errors import FleetOptError, InfeasibleError
 from .parallel import as_completed_map
 
 __all__ = ["SweepSpec", "ScenarioPoint", "SweepChunk", "SweepRow", "SweepSummary",
-           "parse_values", "run_sweep", "read_rows", "existing_keys", "cost_by_rate",
+           "parse_values", "run_sweep", "read_rows", "existing_keys", "checkpoint_path", "cost_by_rate",
            "cost_ttft_front"]
 
 
@@ -295,6 +296,15 @@ def existing_keys(path: Path) -> set[str]:
     return {next(csv.reader([ln]))[0] for ln in good}
 
 
+def checkpoint_path(out: Path) -> Path:
+    """The CSV a sweep appends to: ``out`` itself, or ``OUT.csv`` beside a ``.parquet``
+    ``out`` (the Parquet file is written from it when the sweep ends)."""
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise FleetOptError(f"--out {out}: give a .csv or .parquet file")
+    return out if suffix == ".csv" else out.with_name(out.name + ".csv")
+
+
 @dataclass(frozen=True)
 class SweepSummary:
     """What a :func:`run_sweep` call did: scenarios in the sweep, found already written,
@@ -316,11 +326,12 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int = 1, scheduler=N
     ``chunk_size``: scenarios per task (default: about 8 tasks per worker, at most 50).
     ``on_progress(done, total)`` is called after each chunk, counting skipped scenarios.
     """
-    path = Path(out)
-    if path.suffix.lower() != ".csv":
-        raise FleetOptError(f"--out {path}: write the sweep to a .csv file (Parquet needs "
-                            "pyarrow, which is not a dependency; convert with pandas)")
+    target = Path(out)
+    path = checkpoint_path(target)
     spec.validate()
+    if path != target and target.exists() and not path.exists():  # resume from the Parquet
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _append(path, read_rows(target).to_csv(index=False, lineterminator="\n"))
     done = existing_keys(path)
     todo = [[p for p in spec.points(g) if spec.key(p) not in done] for g in spec.groups()]
     n_todo = sum(map(len, todo))
@@ -343,16 +354,22 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int = 1, scheduler=N
         infeasible += sum(r.status != "ok" for r in rows)
         if on_progress:
             on_progress(count, spec.n_scenarios)
-    return SweepSummary(path, spec.n_scenarios, skipped, n_todo, infeasible)
+    if path != target:
+        tmp = target.with_name(f".{target.name}.tmp")
+        read_rows(path).to_parquet(tmp, index=False)
+        tmp.replace(target)
+    return SweepSummary(target, spec.n_scenarios, skipped, n_todo, infeasible)
 
 
 # ---- reading rows back and the data of the sweep's figures ---------------------------------
 
 
 def read_rows(path: str | Path):
-    """The sweep CSV as a pandas DataFrame (infinite costs as ``inf``)."""
+    """A sweep's rows (CSV or Parquet) as a pandas DataFrame (infinite costs as ``inf``)."""
     import pandas as pd
 
+    if Path(path).suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
     return pd.read_csv(path, keep_default_na=False, na_values=["nan"],
                        dtype={"workload": str, "gpu": str, "message": str})
 

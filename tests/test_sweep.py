@@ -122,7 +122,7 @@ def test_sweep_cli(tmp_path):
     assert {p.name for p in pdir.iterdir()} == {"cost_vs_rate.png", "cost_ttft_front.png"}
     r = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert "3 scenarios: 3 already" in r.stdout
-    for extra, needle in ((["--out", str(tmp_path / "s.parquet")], "Parquet needs pyarrow"),
+    for extra, needle in ((["--out", str(tmp_path / "s.xlsx")], "give a .csv or .parquet"),
                           (["--rate", "5:1:1"], "STOP >= START"),
                           (["--slo-ms", "1"], "below the prefill time")):
         r = subprocess.run([*args, *extra], capture_output=True, text=True, timeout=120)
@@ -152,3 +152,15 @@ def test_a_killed_sweep_resumes_to_the_same_rows(tmp_path):
     r = subprocess.run([*args, "--out", str(cut)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and f"16 scenarios: {kept} already" in r.stdout
     assert _rows(cut) == _rows(ref)
+
+
+def test_parquet_output_and_resume(tmp_path):
+    out = tmp_path / "s.parquet"
+    first = run_sweep(SPEC, out)
+    assert first.planned == 12 and out.is_file() and (tmp_path / "s.parquet.csv").is_file()
+    pq = read_rows(out)
+    assert {tuple(r) for r in pq.itertuples(index=False)} == _rows(tmp_path / "s.parquet.csv")
+    (tmp_path / "s.parquet.csv").unlink()  # only the Parquet file is left: resume from it
+    again = run_sweep(SPEC, out)
+    assert (again.skipped, again.planned) == (12, 0)
+    assert read_rows(out).equals(pq)

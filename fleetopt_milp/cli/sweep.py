@@ -26,8 +26,8 @@ _LIST = "comma list; numbers may be ranges START:STOP:STEP"
 
 @app.command()
 def sweep(
-    out: Path = typer.Option(..., "--out", help="CSV file, one row per scenario; an "
-                             "interrupted sweep resumes from it"),
+    out: Path = typer.Option(..., "--out", help="CSV or Parquet file, one row per scenario; "
+                             "an interrupted sweep resumes from it"),
     workload: str = typer.Option(DEFAULT_WORKLOAD, "--workload", "-w",
                                  help=f"Workloads: built-in names or paths ({_LIST})"),
     gpu: str = typer.Option(DEFAULT_GPU, "--gpu", help=f"Profiles or GPU names ({_LIST})"),
