@@ -25,8 +25,8 @@ from typing import Any
 
 from .errors import FleetOptError
 
-__all__ = ["FileDigest", "WorkloadInput", "ProfileInput", "Traffic", "ModelOptions",
-           "VerifyOptions", "SolveOptions", "PlanInputs", "record_inputs", "read_inputs",
+__all__ = ["absolute_if_file", "FileDigest", "WorkloadInput", "ProfileInput", "Traffic",
+           "ModelOptions", "VerifyOptions", "SolveOptions", "PlanInputs", "record_inputs", "read_inputs",
            "workload_spec"]
 
 COMMANDS = ("plan", "solve")
@@ -59,7 +59,7 @@ class FileDigest:
         return None
 
 
-def _abs_if_file(spec: str) -> str:
+def absolute_if_file(spec: str) -> str:
     """A path that names an existing file becomes absolute; names stay as they are."""
     p = Path(spec).expanduser()
     return str(p.resolve()) if p.is_file() else spec
@@ -107,7 +107,7 @@ class ProfileInput:
 
     @classmethod
     def record(cls, requested: str, profile) -> ProfileInput:
-        return cls(_abs_if_file(requested), profile.name, profile.source, asdict(profile))
+        return cls(absolute_if_file(requested), profile.name, profile.source, asdict(profile))
 
     def difference(self, profile) -> str | None:
         """Names the fields in which ``profile`` (resolved today) differs from this record."""
@@ -275,14 +275,14 @@ def record_inputs(command: str, args: dict[str, Any], profiles, solver: dict | N
                           float(a["peak_factor"]), a["peak_window_s"])
     else:
         solve = SolveOptions(
-            ",".join(_abs_if_file(g) for g in requested) if a.get("gpus") else None,
+            ",".join(absolute_if_file(g) for g in requested) if a.get("gpus") else None,
             int(a["pools"]), tuple(a["max_gpus"]), a["max_total_gpus"], a["budget"],
             str(a["objective"]), a["time_limit_s"], int(a["min_instances"]), str(a["mix"]))
         traffic = Traffic(float(a["rate"]), float(a["slo_ms"]), float(a["percentile"]))
     return PlanInputs(
         command=command, package_version=__version__,
         workload=WorkloadInput.record(str(a["workload"])), traffic=traffic,
-        gpu=_abs_if_file(str(a["gpu"])), model=a["model"], tp=a["tp"],
+        gpu=absolute_if_file(str(a["gpu"])), model=a["model"], tp=a["tp"],
         profiles=tuple(ProfileInput.record(r, p) for r, p in zip(requested, profiles)),
         options=ModelOptions(int(a["long_context"]), float(a["gamma_max"]),
                              Scenario.gamma_steps, float(a["compressible"]),

@@ -134,6 +134,28 @@ def test_verified_plan_compares_model_and_simulation(tmp_path, monkeypatch):
     assert "Checked by simulation" in files.html.read_text()
 
 
+def test_simulation_json_gives_tpot_and_three_comparisons(plan):
+    from fleetopt_milp.simulator import simulate
+
+    sim = simulate(plan, fidelity="engine", n_requests=6000, replications=2, workers=1,
+                   seed=1).to_dict()
+    rd.check_simulation(plan, sim, "sim.json")
+    util, ttft, miss = rd.comparisons(plan, sim)
+    # the simulator's analytical figures are the plan's own
+    assert util.analytical == pytest.approx([p.utilization for p in plan.pools], rel=1e-6)
+    assert ttft.analytical == pytest.approx([p.p99_ttft_ms for p in plan.pools], rel=1e-3)
+    assert miss.limit == pytest.approx(0.01) and ttft.limit == plan.slo_ms
+    assert np.all(util.ci_lo <= util.simulated) and np.all(util.simulated <= util.ci_hi)
+    bars = rd.pool_bars(plan, sim)
+    assert np.isfinite(bars.tpot_ms).all()
+    fig = plots.pools_figure(bars)
+    assert len(fig.axes) == 3
+    assert [r.get_height() for r in fig.axes[2].patches] == pytest.approx(list(bars.tpot_ms))
+    fig = plots.model_vs_sim_figure((util, ttft, miss))
+    assert len(fig.axes) == 3
+    _png_ok(plots.png_bytes(fig))
+
+
 def test_summary_is_plain_language(plan, scenario):
     text = " ".join(summary_paragraphs(plan, scenario))
     assert f"Buy {plan.instances} instances ({plan.gpus} GPUs" in text

@@ -111,7 +111,9 @@ def test_sweep_figures(tmp_path):
     assert plots.png_bytes(fig)[:4] == b"\x89PNG"
 
 
-def test_sweep_cli(tmp_path):
+def test_sweep_cli(tmp_path, monkeypatch, capsys):
+    from fleetopt_milp.cli import main
+
     out, pdir = tmp_path / "s.csv", tmp_path / "plots"
     args = [sys.executable, "-m", "fleetopt_milp.cli", "sweep", "--out", str(out), "--workload",
             "lmsys", "--rate", "200:600:200", "--gpu", "paper-H100", "--workers", "1"]
@@ -120,13 +122,17 @@ def test_sweep_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "3 scenarios: 0 already" in r.stdout and len(read_rows(out)) == 3
     assert {p.name for p in pdir.iterdir()} == {"cost_vs_rate.png", "cost_ttft_front.png"}
-    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert "3 scenarios: 3 already" in r.stdout
+    monkeypatch.setattr("sys.argv", ["fleetopt", *args[3:]])
+    main()
+    assert "3 scenarios: 3 already" in capsys.readouterr().out
     for extra, needle in ((["--out", str(tmp_path / "s.xlsx")], "give a .csv or .parquet"),
                           (["--rate", "5:1:1"], "STOP >= START"),
                           (["--slo-ms", "1"], "below the prefill time")):
-        r = subprocess.run([*args, *extra], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+        monkeypatch.setattr("sys.argv", ["fleetopt", *args[3:], *extra])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and needle in err and "Traceback" not in err
 
 
 def test_a_killed_sweep_resumes_to_the_same_rows(tmp_path):

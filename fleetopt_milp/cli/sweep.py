@@ -59,13 +59,13 @@ def sweep(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from .. import plots
-    from ..provenance import _abs_if_file
+    from ..provenance import absolute_if_file
     from ..sweep import SweepSpec, cost_by_rate, cost_ttft_front, parse_values, read_rows
     from ..sweep import run_sweep as run
 
     spec = SweepSpec(
-        workloads=tuple(_abs_if_file(w) for w in parse_values(workload, str, "--workload")),
-        gpus=tuple(_abs_if_file(g) for g in parse_values(gpu, str, "--gpu")),
+        workloads=tuple(absolute_if_file(w) for w in parse_values(workload, str, "--workload")),
+        gpus=tuple(absolute_if_file(g) for g in parse_values(gpu, str, "--gpu")),
         long_contexts_tokens=parse_values(long_context, int, "--long-context"),
         rates_rps=parse_values(rate, float, "--rate"),
         slos_ms=parse_values(slo_ms, float, "--slo-ms"),
