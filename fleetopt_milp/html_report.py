@@ -62,6 +62,10 @@ def summary_paragraphs(plan: Plan, scenario=None) -> list[str]:
            f"{fmt_usd(plan.usd_per_hour)} per hour ({fmt_usd(plan.usd_per_year)} per year). "
            f"The fleet serves {plan.rate_rps:,.1f} requests/s of the '{plan.workload}' "
            f"workload with the {q} time to first token (TTFT) at or under {plan.slo_ms:g} ms."]
+    if plan.inputs is not None and plan.rate_rps > plan.inputs.traffic.rate_rps * (1 + 1e-9):
+        mean = plan.inputs.traffic.rate_rps
+        out.append(f"Traffic is bursty: the fleet is sized for a peak of {plan.rate_rps:,.1f} "
+                   f"requests/s, {plan.rate_rps / mean:.2f} times the mean {mean:,.1f}.")
     wl = None if scenario is None else scenario.workload
     if plan.boundary_tokens is None:
         out.append("One pool, sized for the longest request, is the cheapest fleet here: "

@@ -221,3 +221,12 @@ def test_report_cli_errors(plan_file, tmp_path):
     assert r.returncode == 2 and "is not a directory" in r.stderr
     with pytest.raises(FleetOptError, match="not a simulation file"):
         rd.check_simulation(read_plan(plan_file), {"pools": []}, "x.json")
+
+
+def test_summary_names_the_peak_factor(tmp_path, monkeypatch):
+    out = tmp_path / "pk.json"
+    monkeypatch.setattr("sys.argv", ["fleetopt", "plan", "--workload", "lmsys", "--rate", "300",
+                                     "--peak-factor", "1.5", "--json", str(out)])
+    main()
+    text = " ".join(summary_paragraphs(read_plan(out)))
+    assert "sized for a peak of 450.0 requests/s, 1.50 times the mean 300.0" in text

@@ -29,8 +29,8 @@ def sweep(
     out: Path = typer.Option(..., "--out", help="CSV or Parquet file, one row per scenario; "
                              "an interrupted sweep resumes from it"),
     workload: str = typer.Option(DEFAULT_WORKLOAD, "--workload", "-w",
-                                 help=f"Workloads: built-in names or paths ({_LIST})"),
-    gpu: str = typer.Option(DEFAULT_GPU, "--gpu", help=f"Profiles or GPU names ({_LIST})"),
+                                 help="Workloads: built-in names or paths (comma list)"),
+    gpu: str = typer.Option(DEFAULT_GPU, "--gpu", help="Profiles or GPU names (comma list)"),
     long_context: str = typer.Option("65536", "--long-context",
                                      help=f"Long pool windows, tokens ({_LIST})"),
     rate: str = typer.Option("1000", "--rate", help=f"Arrival rates, req/s ({_LIST})"),
