@@ -230,3 +230,17 @@ def test_summary_names_the_peak_factor(tmp_path, monkeypatch):
     main()
     text = " ".join(summary_paragraphs(read_plan(out)))
     assert "sized for a peak of 450.0 requests/s, 1.50 times the mean 300.0" in text
+
+
+def test_report_without_a_loadable_workload(plan_file, tmp_path):
+    import json
+
+    d = json.loads(plan_file.read_text())
+    d.pop("inputs")
+    d["workload"] = "gone-stem"  # a file workload's stem, as plan files without inputs hold
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(d))
+    files = write_report(read_plan(old), tmp_path / "rep")
+    assert set(files.figures) == {"pools", "savings"}
+    page = files.html.read_text()
+    assert "could not be loaded" in page and "records no inputs" in page

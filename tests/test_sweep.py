@@ -170,3 +170,11 @@ def test_parquet_output_and_resume(tmp_path):
     again = run_sweep(SPEC, out)
     assert (again.skipped, again.planned) == (12, 0)
     assert read_rows(out).equals(pq)
+
+
+def test_a_foreign_csv_is_never_overwritten(tmp_path):
+    out = tmp_path / "mine.csv"
+    out.write_text("a,b\n1,2\n")
+    with pytest.raises(FleetOptError, match="not a sweep file"):
+        run_sweep(SPEC, out)
+    assert out.read_text() == "a,b\n1,2\n"
