@@ -233,7 +233,7 @@ def _row(spec: SweepSpec, p: ScenarioPoint) -> SweepRow:
                         boundary_tokens=-1, gamma=1.0, short_instances=0, long_instances=0,
                         ttft_ms=math.nan, max_utilization=math.nan,
                         homogeneous_usd_per_hour=math.inf, pool_routing_usd_per_hour=math.inf,
-                        saving_vs_homogeneous=math.nan, message=str(exc))
+                        saving_vs_homogeneous=math.nan, message=" ".join(str(exc).split()))
     served = [q for q in pl.pools if q.instances > 0]
     two = len(pl.pools) == 2
     return SweepRow(
@@ -335,10 +335,11 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int = 1, scheduler=N
     done = existing_keys(path)
     todo = [[p for p in spec.points(g) if spec.key(p) not in done] for g in spec.groups()]
     n_todo = sum(map(len, todo))
+    if chunk_size is not None and chunk_size < 1:
+        raise FleetOptError(f"chunk_size={chunk_size}: need at least 1 scenario per task "
+                            "(--chunk-size)")
     n_workers = 1 if scheduler is None and workers <= 1 else max(workers, 2)
     size = chunk_size or max(1, min(50, math.ceil(n_todo / (8 * n_workers))))
-    if size < 1:
-        raise FleetOptError(f"chunk_size={chunk_size}: need at least 1 scenario per task")
     chunks = [SweepChunk(spec, tuple(pts[i:i + size])) for pts in todo
               for i in range(0, len(pts), size)]
     if not path.exists() or path.stat().st_size == 0:

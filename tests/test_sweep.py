@@ -178,3 +178,17 @@ def test_a_foreign_csv_is_never_overwritten(tmp_path):
     with pytest.raises(FleetOptError, match="not a sweep file"):
         run_sweep(SPEC, out)
     assert out.read_text() == "a,b\n1,2\n"
+
+
+def test_infeasible_scenarios_are_rows_and_bad_chunks_are_errors(tmp_path):
+    spec = SweepSpec(workloads=("agent-heavy",), gpus=("paper-H100",),
+                     long_contexts_tokens=(65536,), rates_rps=(100.0,), slos_ms=(40.0, 500.0),
+                     compressible_shares=(0.75,))
+    out = tmp_path / "s.csv"
+    assert run_sweep(spec, out).infeasible == 1
+    df = read_rows(out).set_index("slo_ms")
+    assert df.loc[40.0, "status"] == "infeasible" and df.loc[40.0, "usd_per_hour"] == np.inf
+    assert "prefill alone" in df.loc[40.0, "message"] and "\n" not in df.loc[40.0, "message"]
+    assert df.loc[500.0, "status"] == "ok" and np.isfinite(df.loc[500.0, "usd_per_hour"])
+    with pytest.raises(FleetOptError, match="chunk_size=0"):
+        run_sweep(spec, tmp_path / "t.csv", chunk_size=0)
