@@ -116,7 +116,8 @@ def main() -> None:
         f"- The machine has 2 cores shared with other jobs (load average {load[0]:.1f} before "
         f"and {load[1]:.1f} after the run), so 2 workers compete with them for the same 2 "
         "cores and cannot reach a 2x speed-up; the ratios move from run to run with that "
-        "load. The parallel modes also pay for forking or shipping chunks and results.\n")
+        "load. The parallel modes also pay for forking or shipping chunks and results, and the "
+        "Dask cluster runs its scheduler and two nanny processes on the same 2 cores.\n")
     write_section("sweep", body)
     print(body)
 
