@@ -73,21 +73,32 @@ def summary_paragraphs(plan: Plan, scenario=None) -> list[str]:
     else:
         b = plan.boundary_tokens
         share = "" if wl is None else f" ({_pct(float(wl.cdf(b)))} of requests)"
-        rest = "; ".join(f"({p.lo_tokens:,}, {p.context_tokens:,}] tokens to {_n(p.instances)}"
-                         for p in plan.pools[1:])
+        if len(plan.pools) == 2:
+            lp = plan.pools[1]
+            rest = (f"Longer requests, up to {lp.context_tokens:,} tokens, go to a long pool of "
+                    f"{_n(lp.instances)}.")
+        else:
+            rest = f"Longer requests go to {len(plan.pools) - 1} more pools: " + "; ".join(
+                f"({p.lo_tokens:,}, {p.context_tokens:,}] tokens to {_n(p.instances)}"
+                for p in plan.pools[1:]) + "."
         out.append(
             f"Requests are split by length (input + output tokens). Those up to B = {b:,} "
             f"tokens{share} go to a short pool of {_n(plan.pools[0].instances)} whose KV cache "
             f"is sized for {b:,}-token requests, so each instance holds more of them at once. "
-            f"Longer requests go to {len(plan.pools) - 1} more pool(s): {rest}.")
-        if plan.gamma > 1:
-            end = int(rd.band_end_tokens(b, plan.gamma))
-            band = "" if wl is None else \
-                f" ({_pct(float(wl.cdf(end) - wl.cdf(b)))} of requests)"
+            + rest)
+        bands = []
+        for p in plan.pools[:-1]:
+            if p.gamma > 1:
+                lo, hi = p.context_tokens, int(rd.band_end_tokens(p.context_tokens, p.gamma))
+                share = "" if wl is None else \
+                    f", {_pct(float(wl.cdf(hi) - wl.cdf(lo)))} of requests"
+                bands.append(f"({lo:,}, {hi:,}] tokens (γ = {p.gamma:g}{share}) into the "
+                             f"{p.role} pool")
+        if bands:
             out.append(
-                f"Compress-and-Route: of the requests just over the boundary, between {b:,} "
-                f"and γB = {end:,} tokens{band}, the share {plan.compressible_share:.0%} that "
-                "compresses safely is trimmed to B tokens and served by the short pool.")
+                "Compress-and-Route: of the requests just over a boundary, the "
+                f"{plan.compressible_share:.0%} that compress safely are trimmed to the "
+                "boundary and served by the cheaper pool below it: " + "; ".join(bands) + ".")
     h = plan.baselines.get("homogeneous")
     if h is not None and h.feasible:
         out.append(f"This is {_pct(plan.saving_vs('homogeneous'))} cheaper than one "

@@ -26,13 +26,14 @@ SHORT, LONG, MARK, GREY = "#1f77b4", "#d62728", "#2ca02c", "#7f7f7f"
 
 @dataclass(frozen=True)
 class LengthCdf:
-    """CDF of total tokens (input + output) per request, with the plan's split points."""
+    """CDF of total tokens (input + output) per request, with the plan's split points:
+    ``splits`` holds ``(boundary B, band end gamma*B)`` per pool boundary, in tokens (none
+    for one homogeneous pool)."""
 
     workload: str
     tokens: np.ndarray
     cdf: np.ndarray
-    boundary_tokens: int | None
-    band_end_tokens: int | None
+    splits: tuple[tuple[int, int], ...]
     long_context_tokens: int
 
 
@@ -129,14 +130,13 @@ def length_cdf_figure(d: LengthCdf) -> Figure:
     """The workload's length CDF with B and gamma*B marked (the C&R band shaded)."""
     fig, (ax,) = _figure()
     ax.step(d.tokens, d.cdf, where="post", color="black", label=f"{d.workload} CDF")
-    if d.boundary_tokens is not None:
-        ax.axvline(d.boundary_tokens, color=SHORT, ls="--",
-                   label=f"B = {d.boundary_tokens:,} tokens")
-        if d.band_end_tokens is not None and d.band_end_tokens > d.boundary_tokens:
-            ax.axvline(d.band_end_tokens, color=LONG, ls=":",
-                       label=f"γB = {d.band_end_tokens:,} tokens")
-            ax.axvspan(d.boundary_tokens, d.band_end_tokens, color=MARK, alpha=0.15,
-                       label="C&R band (B, γB]")
+    for k, (b, end) in enumerate(d.splits):
+        n = "" if len(d.splits) == 1 else str(k + 1)
+        ax.axvline(b, color=SHORT, ls="--", label=f"B{n} = {b:,} tokens")
+        if end > b:
+            ax.axvline(end, color=LONG, ls=":", label=f"γB{n} = {end:,} tokens")
+            ax.axvspan(b, end, color=MARK, alpha=0.15,
+                       label="C&R band (B, γB]" if k == 0 else None)
     ax.axvline(d.long_context_tokens, color=GREY, ls="-.",
                label=f"long window {d.long_context_tokens:,}")
     ax.set_xscale("log")

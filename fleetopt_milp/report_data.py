@@ -50,12 +50,13 @@ def scenario_for(plan: Plan, catalog=None) -> Scenario:
 
 
 def length_cdf(plan: Plan, scenario: Scenario) -> LengthCdf:
-    """The workload's CDF of total tokens at every distinct length, with B and gamma*B."""
+    """The workload's CDF of total tokens at every distinct length, with every pool
+    boundary B and its band end gamma*B (docs/model.md §4)."""
     wl = scenario.workload
     tokens = np.unique(wl.total_tokens)
-    b = plan.boundary_tokens
-    return LengthCdf(wl.name, tokens, np.asarray(wl.cdf(tokens)), b,
-                     None if b is None else int(band_end_tokens(b, plan.gamma)),
+    splits = tuple((p.context_tokens, int(band_end_tokens(p.context_tokens, p.gamma)))
+                   for p in plan.pools[:-1])
+    return LengthCdf(wl.name, tokens, np.asarray(wl.cdf(tokens)), splits,
                      plan.long_context_tokens)
 
 

@@ -68,6 +68,12 @@ def test_length_cdf_figure(plan, scenario):
     end = int(np.floor(b * plan.gamma + 1e-9))
     assert list(lines[f"γB = {end:,} tokens"].get_xdata()) == [end, end]
     _png_ok(plots.png_bytes(fig))
+    # three pools: both boundaries are marked, a band only where gamma > 1
+    three = plots.LengthCdf("w", np.array([10, 200, 3000]), np.array([.2, .7, 1.]),
+                            ((100, 150), (1000, 1000)), 4096)
+    labels = set(_labelled(plots.length_cdf_figure(three).axes[0]))
+    assert {"B1 = 100 tokens", "γB1 = 150 tokens", "B2 = 1,000 tokens"} <= labels
+    assert "γB2 = 1,000 tokens" not in labels
 
 
 def test_cost_cliff_agrees_with_the_plan(plan, scenario):
@@ -159,8 +165,12 @@ def test_simulation_json_gives_tpot_and_three_comparisons(plan):
 def test_summary_is_plain_language(plan, scenario):
     text = " ".join(summary_paragraphs(plan, scenario))
     assert f"Buy {plan.instances} instances ({plan.gpus} GPUs" in text
+    end = int(np.floor(plan.boundary_tokens * plan.gamma + 1e-9))
     assert f"B = {plan.boundary_tokens:,}" in text and "Compress-and-Route" in text
-    assert f"] tokens to {plan.pools[1].instances} instance" in text
+    assert f"({plan.boundary_tokens:,}, {end:,}] tokens (γ = {plan.gamma:g}, " in text
+    long_ = plan.pools[1]
+    assert (f"up to {long_.context_tokens:,} tokens, go to a long pool of {long_.instances} "
+            "instance") in text
     share = float(scenario.workload.cdf(plan.boundary_tokens))
     assert f"({100 * share:.1f}% of requests)" in text
 
