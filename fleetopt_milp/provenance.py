@@ -19,6 +19,7 @@ docs/reports.md.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from .errors import FleetOptError
 
 __all__ = ["absolute_if_file", "FileDigest", "WorkloadInput", "ProfileInput", "Traffic",
            "ModelOptions", "VerifyOptions", "SolveOptions", "PlanInputs", "record_inputs", "read_inputs",
+           "options_beside_from", "rerun_kwargs",
            "workload_spec"]
 
 COMMANDS = ("plan", "solve")
@@ -291,6 +293,39 @@ def record_inputs(command: str, args: dict[str, Any], profiles, solver: dict | N
         catalog=tuple(str(Path(c).expanduser().resolve()) for c in a["catalog"]),
         verify=verify, solve=solve,
         solver_status=None if not solver else str(solver.get("status")))
+
+
+def options_beside_from(args: dict[str, Any], command_fn) -> list[str]:
+    """The options given with ``--from`` (values other than their defaults): ``--from``
+    takes every input from the plan file, so the caller refuses them rather than ignore
+    them. ``command_fn`` is the typer command whose ``locals()`` ``args`` are."""
+    import inspect
+
+    given = []
+    for name, param in inspect.signature(command_fn).parameters.items():
+        if name in ("from_plan", "json_path"):
+            continue
+        default = getattr(param.default, "default", param.default)
+        if args[name] != default:
+            decls = getattr(param.default, "param_decls", None) or (f"--{name}",)
+            given.append(decls[0])
+    return given
+
+
+def rerun_kwargs(from_plan: Path, command: str, args: dict[str, Any], command_fn,
+                 warn: Callable[[str], None]) -> dict[str, Any]:
+    """``fleetopt plan/solve --from``: the recorded arguments to call ``command_fn`` with.
+
+    Options given beside ``--from`` are an error (the file gives every input); each input
+    that changed since planning is passed to ``warn`` as one line."""
+    given = options_beside_from(args, command_fn)
+    if given:
+        raise FleetOptError(f"--from {from_plan}: the plan file gives every input; drop "
+                            f"{', '.join(given)} (only --json may go with --from)")
+    recorded = read_inputs(from_plan, command)
+    for note in recorded.change_notes():
+        warn(note)
+    return recorded.cli_kwargs()
 
 
 def read_inputs(path: str | Path, command: str | None = None) -> PlanInputs:

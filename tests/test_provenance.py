@@ -137,3 +137,12 @@ def test_malformed_or_missing_inputs_are_one_line_errors(tmp_path, monkeypatch):
     with pytest.raises(FleetOptError, match="records no inputs"):
         read_inputs(bad, "plan")
     assert read_plan(bad).inputs is None and workload_spec(read_plan(bad)) == "lmsys"
+
+
+def test_from_refuses_other_options(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "p.json"
+    _cli(monkeypatch, "plan", "--workload", "lmsys", "--rate", 300, "--json", out)
+    with pytest.raises(SystemExit) as exc:
+        _cli(monkeypatch, "plan", "--from", out, "--rate", 5, "--gpu", "paper-A100")
+    assert exc.value.code == 2
+    assert "drop --rate, --gpu (only --json may go with --from)" in capsys.readouterr().err

@@ -70,14 +70,12 @@ def plan(
     args = dict(locals())
     from dataclasses import replace
 
-    from ..provenance import read_inputs, record_inputs
+    from ..provenance import record_inputs, rerun_kwargs
 
     if from_plan is not None:
-        recorded = read_inputs(from_plan, "plan")
-        for note in recorded.change_notes():
-            err_console.print(f"warning: {note}", markup=False)
-        return plan(**recorded.cli_kwargs(), from_plan=None,
-                    json_path=json_path)
+        recorded = rerun_kwargs(from_plan, "plan", args, plan,
+                                lambda note: err_console.print(f"warning: {note}", markup=False))
+        return plan(**recorded, from_plan=None, json_path=json_path)
 
     from ..plan import write_plan
     from ..planner import candidate_plans

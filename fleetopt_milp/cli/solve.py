@@ -96,14 +96,12 @@ def solve(
     args = dict(locals())
     from dataclasses import replace
 
-    from ..provenance import read_inputs, record_inputs
+    from ..provenance import record_inputs, rerun_kwargs
 
     if from_plan is not None:
-        recorded = read_inputs(from_plan, "solve")
-        for note in recorded.change_notes():
-            err_console.print(f"warning: {note}", markup=False)
-        return solve(**recorded.cli_kwargs(), from_plan=None,
-                     json_path=json_path)
+        recorded = rerun_kwargs(from_plan, "solve", args, solve,
+                                lambda note: err_console.print(f"warning: {note}", markup=False))
+        return solve(**recorded, from_plan=None, json_path=json_path)
 
     from ..hardware import profile_warnings, resolve_profile
     from ..milp import FleetProblem, solve_max_rate
