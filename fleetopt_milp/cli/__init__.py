@@ -90,7 +90,7 @@ PaperOpt = typer.Option(False, "--paper-compat",
 CatalogOpt = typer.Option([], "--catalog", help="Extra catalogue TOML file or folder (repeatable)")
 JsonOpt = typer.Option(None, "--json", help="Write the plan file (JSON) here")
 FromOpt = typer.Option(None, "--from", help="Re-run with the inputs recorded in this plan "
-                       "file (other options are ignored)")
+                       "file (only --json may go with it)")
 
 
 def main() -> None:
