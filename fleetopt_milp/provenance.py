@@ -78,15 +78,16 @@ class WorkloadInput:
     files: tuple[FileDigest, ...]
 
     @classmethod
-    def record(cls, spec: str) -> WorkloadInput:
-        from .workload import _registry, builtin_workloads, data_dir, load_workload
+    def record(cls, spec: str, name: str) -> WorkloadInput:
+        """The workload ``load_workload(spec)`` loaded, under its ``name``."""
+        from .workload import _registry, builtin_workloads, data_dir
 
         if spec in builtin_workloads():
             directory = data_dir()
             paths = [directory / f for f in _registry(directory)[spec]["files"]]
-            return cls(spec, True, spec, tuple(FileDigest.of(p) for p in paths))
+            return cls(spec, True, name, tuple(FileDigest.of(p) for p in paths))
         path = Path(spec).expanduser().resolve()
-        return cls(str(path), False, load_workload(path).name, (FileDigest.of(path),))
+        return cls(str(path), False, name, (FileDigest.of(path),))
 
     def change_note(self) -> str | None:
         """One line when a data file differs from the one planned with, else ``None``."""
@@ -253,13 +254,12 @@ class PlanInputs:
         return [n for n in notes if n]
 
 
-def record_inputs(command: str, args: dict[str, Any], profiles, solver: dict | None = None
-                  ) -> PlanInputs:
+def record_inputs(command: str, args: dict[str, Any], profiles, plan) -> PlanInputs:
     """The :class:`PlanInputs` of a ``fleetopt plan``/``solve`` call.
 
     ``args`` are the command function's keyword arguments (its ``locals()`` on entry);
-    ``profiles`` the resolved profiles, first the one of ``--gpu``; ``solver`` the plan's
-    solver record (MILP) for its status.
+    ``profiles`` the resolved profiles, first the one of ``--gpu``; ``plan`` the plan made
+    (its workload name, and its solver status for the MILP).
     """
     from . import __version__
     from .scenario import Scenario
@@ -283,7 +283,7 @@ def record_inputs(command: str, args: dict[str, Any], profiles, solver: dict | N
         traffic = Traffic(float(a["rate"]), float(a["slo_ms"]), float(a["percentile"]))
     return PlanInputs(
         command=command, package_version=__version__,
-        workload=WorkloadInput.record(str(a["workload"])), traffic=traffic,
+        workload=WorkloadInput.record(str(a["workload"]), plan.workload), traffic=traffic,
         gpu=absolute_if_file(str(a["gpu"])), model=a["model"], tp=a["tp"],
         profiles=tuple(ProfileInput.record(r, p) for r, p in zip(requested, profiles)),
         options=ModelOptions(int(a["long_context"]), float(a["gamma_max"]),
@@ -292,7 +292,7 @@ def record_inputs(command: str, args: dict[str, Any], profiles, solver: dict | N
                              bool(a["paper_compat"])),
         catalog=tuple(str(Path(c).expanduser().resolve()) for c in a["catalog"]),
         verify=verify, solve=solve,
-        solver_status=None if not solver else str(solver.get("status")))
+        solver_status=None if not plan.solver else str(plan.solver.get("status")))
 
 
 def options_beside_from(args: dict[str, Any], command_fn) -> list[str]:

@@ -105,7 +105,7 @@ def plan(
                    "candidate(s) rejected" + (f" ({rejected})" if rejected else ""))
         result = replace(ver.plan, verification={**ver.to_dict(), "summary": summary})
     result = replace(result, warnings=result.warnings + warnings, extra=extra,
-                     inputs=record_inputs("plan", args, [sc.profile]))
+                     inputs=record_inputs("plan", args, [sc.profile], result))
     console.print(plan_renderable(result))
     if json_path is not None:
         write_plan(result, json_path)

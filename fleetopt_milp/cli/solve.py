@@ -130,7 +130,7 @@ def solve(
     else:
         result = run_solve(problem, time_limit_s=time_limit_s)
     result = replace(result, warnings=result.warnings + warnings,
-                     inputs=record_inputs("solve", args, profiles, result.solver))
+                     inputs=record_inputs("solve", args, profiles, result))
     console.print(plan_renderable(result))
     if objective == "rate":
         s = result.solver
