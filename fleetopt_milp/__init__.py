@@ -74,6 +74,9 @@ _LAZY = {
     "deploy": ("deployment_set", "load_kube_settings", "render", "write_deployment",
                "read_gateway_config", "DeploymentSet", "EngineDeployment", "GatewayConfig",
                "PoolRoute"),
+    "provenance": ("PlanInputs", "read_inputs"),
+    "html_report": ("write_report", "ReportFiles"),
+    "sweep": ("SweepSpec", "SweepSummary", "run_sweep"),
     "milp": ("FleetProblem", "ArcTables", "precompute", "build_model", "solve_model", "solve",
              "solve_max_rate", "capacity_share"),
     # Engine model, calibration and evaluation (docs/engine.md); scipy.optimize and stats.

@@ -16,8 +16,12 @@ import json
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import FleetOptError
+
+if TYPE_CHECKING:
+    from .provenance import PlanInputs
 
 __all__ = ["Allocation", "PoolPlan", "FleetSummary", "Plan", "read_plan", "write_plan",
            "HOURS_PER_YEAR"]
@@ -138,6 +142,7 @@ class Plan:
     service_model: str = "slot"
     tpot_slo_ms: float | None = None
     tpot_percentile: float = 99.0
+    inputs: PlanInputs | None = None  # what the plan was made from (provenance.py)
 
     @property
     def instances(self) -> int:
@@ -171,7 +176,7 @@ class Plan:
             d["allocations"] = [dict(asdict(a), gpus=a.gpus) for a in p.allocations]
             pools.append(d)
         out = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in ("pools", "baselines", "extra")}
+               if f.name not in ("pools", "baselines", "extra", "inputs")}
         out.update(
             schema="fleetopt-plan/1",
             instances=self.instances,
@@ -184,6 +189,8 @@ class Plan:
         )
         out["warnings"] = list(self.warnings)
         out.update(self.extra)
+        if self.inputs is not None:
+            out["inputs"] = self.inputs.to_dict()
         return out
 
     @classmethod
@@ -202,7 +209,12 @@ class Plan:
                 "usd_per_hour": math.inf if v["usd_per_hour"] is None else v["usd_per_hour"]})
                 for k, v in d["baselines"].items()}
             kw = {f.name: d[f.name] for f in fields(cls)
-                  if f.name not in ("pools", "baselines", "extra", "warnings") and f.name in d}
+                  if f.name not in ("pools", "baselines", "extra", "warnings", "inputs")
+                  and f.name in d}
+            if d.get("inputs") is not None:
+                from .provenance import PlanInputs
+
+                kw["inputs"] = PlanInputs.from_dict(d["inputs"])
             return cls(pools=tuple(pools), baselines=baselines,
                        warnings=tuple(d.get("warnings", ())), **kw)
         except (KeyError, TypeError) as exc:

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -72,6 +71,7 @@ from . import _kernels
 from .demand import MomentTable
 from .errors import FleetOptError
 from .hardware import Catalog, Profile, load_catalog, resolve_profile
+from .parallel import dask_client
 from .plan import Plan
 from .poolload import PoolLoad
 from .queueing import Queue, QueueMix, pool_figures
@@ -734,30 +734,8 @@ def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:
 
 
 def _map_dask(jobs: list[_Job], scheduler) -> list[dict]:
-    try:
-        import dask
-        from dask.distributed import Client
-    except ImportError:  # pragma: no cover - dask is a dependency
-        raise FleetOptError("scheduler: dask[distributed] is not installed; "
-                            "pip install 'dask[distributed]' or drop --scheduler") from None
-    with tempfile.TemporaryDirectory(prefix="fleetopt-dask-") as tmp, \
-            dask.config.set({"temporary-directory": tmp}):
-        own = isinstance(scheduler, str)
-        if own:
-            try:
-                client = Client(scheduler, timeout="20s", set_as_default=False)
-            except (OSError, TimeoutError) as exc:
-                raise FleetOptError(f"scheduler={scheduler}: cannot reach the Dask scheduler "
-                                    f"({exc}); start one with `dask scheduler` or drop "
-                                    "--scheduler") from None
-        else:
-            client = scheduler
-        try:
-            futures = client.map(_run, jobs, pure=False)
-            return client.gather(futures)
-        finally:
-            if own:
-                client.close()
+    with dask_client(scheduler) as client:
+        return client.gather(client.map(_run, jobs, pure=False))
 
 
 # ---------------------------------------------------------------------------------------
@@ -771,10 +749,12 @@ def _resolve_source(plan: Plan | None, workload, trace, rate_rps, rate_scale, fl
         if plan is None:
             raise FleetOptError("workload: give a workload (name, path or Workload) to "
                                 "simulate a FleetSpec")
+        from .provenance import workload_spec
+
         try:
-            wl = load_workload(plan.workload)
+            wl = load_workload(workload_spec(plan))
         except FleetOptError as exc:
-            raise FleetOptError(f"the plan's workload {plan.workload!r} cannot be loaded "
+            raise FleetOptError(f"the plan's workload {workload_spec(plan)!r} cannot be loaded "
                                 f"({exc}); pass it with --workload PATH") from None
     elif isinstance(workload, (str, os.PathLike)):
         wl = load_workload(workload)

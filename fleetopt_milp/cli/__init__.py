@@ -115,6 +115,8 @@ ServiceModelOpt = typer.Option(
     "engine (continuous batching at its operating point, docs/engine.md); default engine")
 TpotOpt = typer.Option(None, "--tpot-ms", help="TPOT SLO, ms per output token (engine model)")
 TpotPctOpt = typer.Option(99.0, "--tpot-percentile", help="TPOT SLO percentile (99 = P99)")
+FromOpt = typer.Option(None, "--from", help="Re-run with the inputs recorded in this plan "
+                       "file (only --json may go with it)")
 
 
 def main() -> None:
@@ -146,5 +148,7 @@ from . import calibrate as _calibrate  # noqa: E402,F401
 from . import deploy as _deploy  # noqa: E402,F401
 from . import evaluate as _evaluate  # noqa: E402,F401
 from . import plan as _plan  # noqa: E402,F401
+from . import report as _report  # noqa: E402,F401
 from . import simulate as _simulate  # noqa: E402,F401
 from . import solve as _solve  # noqa: E402,F401
+from . import sweep as _sweep  # noqa: E402,F401

@@ -11,6 +11,7 @@ from . import (
     CatalogOpt,
     CompMsOpt,
     CompOpt,
+    FromOpt,
     GammaOpt,
     GpuOpt,
     JsonOpt,
@@ -30,6 +31,7 @@ from . import (
     _scenario,
     app,
     console,
+    err_console,
 )
 
 
@@ -67,10 +69,19 @@ def plan(
     verify_fidelity: str = typer.Option(
         "slot", "--verify-fidelity", help="With --verify: slot or engine simulation"),
     seed: int = typer.Option(0, "--seed", help="With --verify: random seed"),
+    from_plan: Path | None = FromOpt,
     json_path: Path | None = JsonOpt,
 ):
     """Plan the cheapest two-pool fleet (analytical FleetOpt planner with C&R)."""
+    args = dict(locals())
     from dataclasses import replace
+
+    from ..provenance import record_inputs, rerun_kwargs
+
+    if from_plan is not None:
+        recorded = rerun_kwargs(from_plan, "plan", args, plan,
+                                lambda note: err_console.print(f"warning: {note}", markup=False))
+        return plan(**recorded, from_plan=None, json_path=json_path)
 
     from ..plan import write_plan
     from ..planner import candidate_plans
@@ -100,7 +111,8 @@ def plan(
         summary = (f"{verify_fidelity} simulation certifies this plan; {ver.rejected} cheaper "
                    "candidate(s) rejected" + (f" ({rejected})" if rejected else ""))
         result = replace(ver.plan, verification={**ver.to_dict(), "summary": summary})
-    result = replace(result, warnings=result.warnings + warnings, extra=extra)
+    result = replace(result, warnings=result.warnings + warnings, extra=extra,
+                     inputs=record_inputs("plan", args, [sc.profile], result))
     console.print(plan_renderable(result))
     if json_path is not None:
         write_plan(result, json_path)
