@@ -119,3 +119,4 @@ def main() -> None:
 from . import plan as _plan  # noqa: E402,F401
 from . import simulate as _simulate  # noqa: E402,F401
 from . import solve as _solve  # noqa: E402,F401
+from . import gateway as _gateway  # noqa: E402,F401
