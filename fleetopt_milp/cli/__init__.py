@@ -116,7 +116,7 @@ def main() -> None:
 
 # Each command lives in its own module; importing it registers it on ``app``. The modules
 # import only typer at import time, so ``fleetopt --help`` stays fast.
+from . import gateway as _gateway  # noqa: E402,F401
 from . import plan as _plan  # noqa: E402,F401
 from . import simulate as _simulate  # noqa: E402,F401
 from . import solve as _solve  # noqa: E402,F401
-from . import gateway as _gateway  # noqa: E402,F401

@@ -38,13 +38,18 @@ STRUCTURE_SHARE = 0.7
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
 _CODE_LINE = re.compile(
     r"""(?x)
-    [;{}]\s*$                                  # statement or block ending
+    [;{}]\s*$ | [(\[]\s*\\?$ | \\$               # statement, block, open call, continuation
     | \)\s*:\s*$ | ^\s*(?:else|try|finally)\s*:\s*$   # python block openers
     | ^\s*(?:def|class|import|from\s+\S+\s+import|return|elif|while|for\s*\(|if\s*\(
-          |\#include|\#define|\#if|\#endif|function|const|let|var|public|private
-          |static|package|fn|impl|struct|enum|typedef|switch|case\s+\S+:|@\w+)\b
+          |function|const|let|var|public|private|static|package|fn|impl|struct|enum
+          |typedef|switch|case\s+\S+:|@\w+|int|void|char|unsigned|long|double|float|extern
+          |bool|size_t|self\.)\b
+    | ^\s*\#\s*(?:include|define|undef|if|ifdef|ifndef|elif|else|endif|pragma)\b
     | ==|!=|<=|>=|=>|->|::|&&|\|\||\+\+|\+=|-=|/\*|\*/|^\s*//|^\s*\#!
     | ^\s*[A-Za-z_][\w.\[\]'"]*\s*=\s*[\w"'\[({-]  # assignment
+    | ^\s*[\w.]+\(.*\)\s*$                       # a line that is one call
+    | ^\s+\#|^\s*(?:\"\"\"|\'\'\')                   # indented comment, docstring quotes
+    | ^\s*(["']).*\1\s*[,:)\]]                       # a quoted literal in a list or dict
     """)
 _TAG_LINE = re.compile(r"^\s*</?[A-Za-z][\w:.-]*(\s[^>]*)?/?>")
 _PIPE_ROW = re.compile(r"\|.*\|")
@@ -61,17 +66,23 @@ class Verdict:
 
 
 def _delimited(lines: list[str]) -> str | None:
-    """The delimiter of a delimiter-separated table, or None."""
+    """The delimiter of a delimiter-separated table, or None.
+
+    Tab: most lines hold a tab between cells (leading indentation does not count).
+    Comma or semicolon: most lines hold the same number of them, and cells are short
+    (prose has commas too, in clauses of varying number and length).
+    """
     if len(lines) < 3:
         return None
-    for delim, name in ((",", "comma"), ("\t", "tab"), (";", "semicolon")):
+    inner_tabs = sum(1 for ln in lines if "\t" in ln.strip())
+    if inner_tabs >= STRUCTURE_SHARE * len(lines):
+        return "tab"
+    for delim, name in ((",", "comma"), (";", "semicolon")):
         counts = [ln.count(delim) for ln in lines]
         mode = max(set(counts), key=lambda c: (counts.count(c), c))
         if mode >= 1 and counts.count(mode) >= STRUCTURE_SHARE * len(lines):
-            # Prose has commas too; table cells are short and rarely end a sentence.
             cells = [c.strip() for ln in lines for c in ln.split(delim)]
-            mean_cell = sum(len(c) for c in cells) / max(len(cells), 1)
-            if mean_cell <= 40 or delim == "\t":
+            if sum(len(c) for c in cells) / max(len(cells), 1) <= 40:
                 return name
     return None
 

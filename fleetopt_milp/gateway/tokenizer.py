@@ -164,12 +164,16 @@ def _tokenizer_dir() -> Path:
     return data_dir() / "tokenizers"
 
 
-@lru_cache(maxsize=8)
 def load_tokenizer(spec: str = DEFAULT_TOKENIZER) -> Tokenizer:
     """A tokenizer from a shipped name (``gpt2``), a ``.tiktoken`` file or a ``tokenizer.json``.
 
     Loaded once per spec (cached): building the GPT-2 tables takes about 0.1 s.
     """
+    return _load(spec)
+
+
+@lru_cache(maxsize=8)
+def _load(spec: str) -> Tokenizer:
     p = Path(spec).expanduser()
     if p.suffix == ".json":
         return HfTokenizer.from_file(p)
