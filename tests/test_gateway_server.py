@@ -10,6 +10,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
@@ -179,23 +180,24 @@ def test_health_metrics_and_models(gateway, upstreams):
 
 
 def test_concurrent_requests_none_lost_or_misrouted_and_killed_pool_gets_502():
-    """200 concurrent requests over two pools; the long upstream is killed mid-run."""
+    """500 concurrent requests over two pools, twice; the long upstream is killed between."""
     short = ServerThread(fake_openai_app("short", delay_s=0.02)).start()
     long_ = ServerThread(fake_openai_app("long", delay_s=0.02)).start()
     app = create_app(GatewayConfig(_router(), {"short": short.url, "long": long_.url},
                                    timeout_s=10.0))
-    n = 200
+    n = 500
 
     async def run(url: str):
-        async with httpx.AsyncClient(timeout=TIMEOUT,
-                                     limits=httpx.Limits(max_connections=100)) as c:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30),
+                                         connector=aiohttp.TCPConnector(limit=0)) as c:
             async def one(i: int):
                 want = "long" if i % 2 else "short"
                 mt = SHORT + 1 if want == "long" else 16
-                r = await c.post(url + "/v1/completions",
-                                 json={"prompt": f"request {i}.", "max_tokens": mt, "user": str(i)})
-                return i, want, r.status_code, r.headers.get("x-fleetopt-pool"), (
-                    r.json() if r.status_code == 200 else None)
+                async with c.post(url + "/v1/completions", json={
+                        "prompt": f"request {i}.", "max_tokens": mt, "user": str(i)}) as r:
+                    body = await r.read()
+                    return i, want, r.status, r.headers.get("x-fleetopt-pool"), (
+                        json.loads(body) if r.status == 200 else None)
 
             first = await asyncio.gather(*(one(i) for i in range(n)))
             await asyncio.to_thread(long_.kill)

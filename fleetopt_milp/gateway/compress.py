@@ -10,9 +10,10 @@ original order, whose token count never exceeds the budget:
    gives well-formed text. Hard-wrapped lines inside a paragraph are not cuts.
 2. **Always kept.** The opening unit (where the instruction usually is) and the closing
    paragraph, up to a third of the budget, taken from the end (where the question is).
-3. **Scored.** Every other unit by centrality: the cosine between its TF-IDF vector and
-   the document's centroid (terms are the tokenizer's token ids, IDF over units), plus a
-   small bonus for early position. Exact repeats of a kept unit score nothing.
+3. **Scored.** Every other unit by informativeness (its TF-IDF weight per token) and
+   centrality (the cosine between its TF-IDF vector and the document's centroid), half
+   each, plus a small bonus for early position. Terms are the tokenizer's token ids, IDF
+   is over units. Exact repeats of a kept unit are skipped.
 4. **Packed.** Units in score order (ties: earlier first) are added while they fit.
 
 Deterministic: no randomness; ties break by position. With an additive tokenizer
@@ -42,7 +43,9 @@ __all__ = ["Compressed", "CompressedChat", "compress", "compress_messages", "seg
 
 #: Share of the budget the closing paragraph may take before only its last units are kept.
 CLOSING_SHARE = 1.0 / 3.0
-#: Weight of the position bonus relative to centrality (a cosine in [0, 1]).
+#: Weight of informativeness (vs centrality, both in [0, 1]) in a unit's score.
+INFORMATIVE_WEIGHT = 0.5
+#: Weight of the position bonus (1 for the first unit, 0 for the last).
 POSITION_WEIGHT = 0.1
 #: Roles whose messages are never compressed.
 PROTECTED_ROLES = frozenset({"system", "developer", "tool", "function"})
@@ -163,26 +166,36 @@ def _unit_tokens(tokenizer: Tokenizer, text: str, units: list[str], token_ids=No
 
 
 def _scores(ids: np.ndarray, owner: np.ndarray, n_units: int) -> np.ndarray:
-    """Centrality + position of every unit (docs/gateway.md, "Compressor").
+    """Informativeness + centrality + position of every unit (docs/gateway.md, "Compressor").
 
-    Terms are token ids; ``tf`` counts a term in a unit, ``idf = log(n_units / df)``, the
-    unit's vector is ``(1 + log tf) idf`` and the centroid is the sum of the unit vectors.
+    Terms are token ids; ``tf`` counts a term in a unit and ``idf = log(n_units / df)``.
+    Informativeness: the unit's summed IDF of its distinct terms per token, scaled to a
+    maximum of 1 (rare words per token). Centrality: the cosine between the unit's vector
+    ``(1 + log tf) idf`` and the document centroid (the sum of the unit vectors). They
+    weigh :data:`INFORMATIVE_WEIGHT` and ``1 -`` it; the position bonus favours early units.
     """
-    position = 1.0 - np.arange(n_units) / max(n_units - 1, 1)
+    position = POSITION_WEIGHT * (1.0 - np.arange(n_units) / max(n_units - 1, 1))
     if ids.size == 0:
-        return POSITION_WEIGHT * position
+        return position
     vocab = int(ids.max()) + 1
     upair, tf = np.unique(owner * vocab + ids, return_counts=True)
     u, t = upair // vocab, upair % vocab
     df = np.bincount(t, minlength=vocab)
-    w = (1.0 + np.log(tf)) * np.log(n_units / df[t])
+    idf = np.log(n_units / df[t])
+    w = (1.0 + np.log(tf)) * idf
     centroid = np.bincount(t, weights=w, minlength=vocab)
     dot = np.bincount(u, weights=w * centroid[t], minlength=n_units)
     norm = np.sqrt(np.bincount(u, weights=w * w, minlength=n_units))
     cnorm = math.sqrt(float(np.square(centroid).sum()))  # not BLAS: slow for one vector
     denom = norm * cnorm
     cos = np.divide(dot, denom, out=np.zeros(n_units), where=denom > 0)
-    return cos + POSITION_WEIGHT * position
+    n_tok = np.bincount(owner, minlength=n_units)
+    info = np.divide(np.bincount(u, weights=idf, minlength=n_units), n_tok,
+                     out=np.zeros(n_units), where=n_tok > 0)
+    top = float(info.max())
+    if top > 0:
+        info /= top
+    return INFORMATIVE_WEIGHT * info + (1.0 - INFORMATIVE_WEIGHT) * cos + position
 
 
 def _protected(units: list[str], counts: np.ndarray, budget: int) -> tuple[list[int], int]:

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Sample", "prose_documents", "labelled_samples", "LICENCE_DIR"]
+__all__ = ["Sample", "prose_documents", "labelled_samples", "question_sentences", "LICENCE_DIR"]
 
 LICENCE_DIR = Path("/usr/share/common-licenses")
 _REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +52,30 @@ def prose_documents(min_chars: int = 2000) -> list[tuple[str, str]]:
             if len(text) >= min_chars:
                 out.append((p.name, text))
     return out
+
+
+_QUESTION = re.compile(r"(?<![\w-])(?:How|What|Where|Why|When|Which|Who|Can|Should|Is|Are|Do"
+                       r"|Does)\s[^.?!\n\[\]#%/=<>`*]{15,150}\?")
+
+
+def question_sentences(limit: int = 40) -> list[str]:
+    """Real question sentences from Debian's package READMEs (``/usr/share/doc/*/README*``),
+    whitespace collapsed, de-duplicated, in file order; the closing questions of the
+    fidelity benchmark."""
+    found: list[str] = []
+    for p in sorted(Path("/usr/share/doc").glob("*/README*")):
+        try:
+            raw = p.read_bytes()
+            text = (gzip.decompress(raw) if p.suffix == ".gz" else raw).decode("utf-8")
+        except (OSError, UnicodeDecodeError, gzip.BadGzipFile, EOFError):
+            continue
+        for m in _QUESTION.finditer(text):
+            q = " ".join(m.group(0).split())
+            if q not in found:
+                found.append(q)
+        if len(found) >= limit:
+            break
+    return found[:limit]
 
 
 def _line_windows(text: str, lines: int, limit: int, skip_comments: bool = False) -> list[str]:

@@ -162,12 +162,14 @@ class Router:
 
     def candidates(self, input_tokens, max_tokens) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised: each request's pool index without C&R and with C&R (every candidate
-        compressed, ``p_c = 1``); ``-1`` = no pool. Arrays of shape ``(n,)``."""
-        lin = np.asarray(input_tokens, dtype=np.int64)
-        lout = np.asarray(max_tokens, dtype=np.int64)
-        plain = route(lin, lout, self.windows, self.gammas, 0.0, self._rng).pool
-        cr = route(lin, lout, self.windows, self.gammas, 1.0, self._rng).pool
-        return plain, cr
+        compressed, ``p_c = 1``); ``-1`` = no pool. Arrays of shape ``(n,)``.
+
+        One :func:`~fleetopt_milp.routing.route` call: a compressed request moved from
+        pool ``k + 1`` down to ``k``, so its pool without C&R is one up.
+        """
+        r = route(np.asarray(input_tokens, dtype=np.int64), np.asarray(max_tokens, dtype=np.int64),
+                  self.windows, self.gammas, 1.0, self._rng)
+        return np.where(r.compressed, r.pool + 1, r.pool), r.pool
 
     def _max_tokens(self, body: dict) -> tuple[int, bool]:
         for key in ("max_tokens", "max_completion_tokens"):

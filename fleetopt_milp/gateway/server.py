@@ -2,9 +2,11 @@
 
 ``POST /v1/chat/completions`` and ``POST /v1/completions``: the body is validated, routed
 and, for a C&R candidate that the safety gate passes, compressed (:class:`Router`); it is
-then forwarded to its pool's upstream (a vLLM or SGLang server) with ``httpx``, and the
+then forwarded to its pool's upstream (a vLLM or SGLang server), and the
 upstream's response, streamed (SSE) or not, is passed back byte for byte with its status
-and headers. The gateway adds the headers ``x-fleetopt-pool``, ``x-fleetopt-compressed``,
+and headers. The upstream client is ``aiohttp``: ``httpx``'s connection pool scans all its
+connections for each request, which at 500 concurrent requests cost more CPU than the
+gateway's own work (docs/gateway.md, "Why aiohttp"). The gateway adds the headers ``x-fleetopt-pool``, ``x-fleetopt-compressed``,
 ``x-fleetopt-input-tokens`` (before), ``x-fleetopt-input-tokens-after`` and
 ``x-fleetopt-gateway-ms`` (time added before forwarding).
 
@@ -29,7 +31,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -99,14 +101,17 @@ def create_app(config: GatewayConfig, metrics: GatewayMetrics | None = None) -> 
     """The gateway as an ASGI app (module docstring). Serve it with uvicorn."""
     metrics = metrics or GatewayMetrics()
     router = config.router
-    state: dict[str, httpx.AsyncClient] = {}
+    state: dict[str, aiohttp.ClientSession] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        timeout = httpx.Timeout(config.timeout_s)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=1024)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-            state["client"] = client
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.timeout_s,
+                                        sock_read=config.timeout_s)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        # auto_decompress=False: the body is relayed as the upstream encoded it.
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                         auto_decompress=False) as session:
+            state["session"] = session
             yield
 
     async def proxy(request: Request, chat: bool) -> Response:
@@ -145,32 +150,33 @@ def create_app(config: GatewayConfig, metrics: GatewayMetrics | None = None) -> 
         metrics.routed(d.pool, added_s, d.compressed, d.input_tokens - d.input_tokens_after)
         tags["x-fleetopt-gateway-ms"] = f"{added_s * 1e3:.3f}"
         content = raw if routed.body is body else json.dumps(routed.body).encode()
-        client = state["client"]
-        upstream = client.build_request("POST", base + request.url.path, content=content,
-                                        headers=_forward_headers(request.headers))
+        headers = _forward_headers(request.headers)
+        if content is not raw:
+            headers["content-type"] = "application/json"
         try:
-            resp = await client.send(upstream, stream=True)
-        except httpx.TimeoutException as exc:
+            resp = await state["session"].post(base + request.url.path, data=content,
+                                               headers=headers)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             metrics.upstream_error(d.pool)
             metrics.answered(d.pool, 504)
             return _error(504, f"pool '{d.pool}' upstream {base} timed out ({type(exc).__name__})",
                           "upstream_timeout", headers=tags)
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             metrics.upstream_error(d.pool)
             metrics.answered(d.pool, 502)
-            return _error(502, f"pool '{d.pool}' upstream {base} unreachable ({exc!r})",
+            return _error(502, f"pool '{d.pool}' upstream {base} unreachable ({exc})",
                           "upstream_unavailable", headers=tags)
-        metrics.answered(d.pool, resp.status_code)
-        headers = _forward_headers(resp.headers)
-        headers.update(tags)
-        return StreamingResponse(_relay(resp, d.pool), status_code=resp.status_code,
-                                 headers=headers, background=BackgroundTask(resp.aclose))
+        metrics.answered(d.pool, resp.status)
+        out_headers = _forward_headers(resp.headers)
+        out_headers.update(tags)
+        return StreamingResponse(_relay(resp, d.pool), status_code=resp.status,
+                                 headers=out_headers, background=BackgroundTask(resp.release))
 
-    async def _relay(resp: httpx.Response, pool: str):
+    async def _relay(resp: aiohttp.ClientResponse, pool: str):
         try:
-            async for chunk in resp.aiter_raw():
+            async for chunk in resp.content.iter_any():
                 yield chunk
-        except httpx.HTTPError:
+        except (TimeoutError, aiohttp.ClientError):
             metrics.upstream_error(pool)  # died mid-stream: the client sees a cut stream
             raise
 
@@ -185,13 +191,13 @@ def create_app(config: GatewayConfig, metrics: GatewayMetrics | None = None) -> 
         if role is None:
             return _error(503, "no pool has an upstream", "upstream_unavailable")
         try:
-            resp = await state["client"].get(config.upstreams[role] + "/v1/models",
-                                             headers=_forward_headers(request.headers))
-        except httpx.HTTPError as exc:
-            return _error(502, f"pool '{role}' upstream unreachable ({exc!r})",
+            async with state["session"].get(config.upstreams[role] + "/v1/models",
+                                            headers=_forward_headers(request.headers)) as resp:
+                body = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return _error(502, f"pool '{role}' upstream unreachable ({exc})",
                           "upstream_unavailable")
-        return Response(resp.content, status_code=resp.status_code,
-                        headers=_forward_headers(resp.headers))
+        return Response(body, status_code=resp.status, headers=_forward_headers(resp.headers))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "pools": {r: config.upstreams.get(r)
