@@ -29,6 +29,7 @@ from _results import md_table, write_section  # noqa: E402
 from fleetopt_milp.gateway.corpus import prose_documents, question_sentences  # noqa: E402
 from fleetopt_milp.gateway.fake_upstream import expected_stream  # noqa: E402
 from fleetopt_milp.gateway.router import Router, RouterPool  # noqa: E402
+from fleetopt_milp.gateway.server import KEEPALIVE_S, SERVER_KEEPALIVE_S  # noqa: E402
 from fleetopt_milp.gateway.tokenizer import load_tokenizer  # noqa: E402
 
 CONCURRENCY = 500
@@ -44,8 +45,9 @@ def _router() -> Router:
                   (GAMMA,), load_tokenizer(), 64)
 
 
-def _serve(make_app, args, q) -> None:
-    """Child process: build the app, bind 127.0.0.1:0, report the port, serve."""
+def _serve(make_app, args, q, keep_alive_s: float = 5) -> None:
+    """Child process: build the app, bind 127.0.0.1:0, report the port, serve (idle
+    connections closed after ``keep_alive_s``, uvicorn's and vLLM's default 5 s)."""
     import uvicorn
 
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
@@ -54,7 +56,8 @@ def _serve(make_app, args, q) -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)  # connections queue from now on, before uvicorn starts accepting
     q.put(sock.getsockname()[1])
-    config = uvicorn.Config(make_app(*args), log_level="error", backlog=4096)
+    config = uvicorn.Config(make_app(*args), log_level="error", backlog=4096,
+                            timeout_keep_alive=keep_alive_s)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -70,9 +73,9 @@ def _gateway_app(upstreams: dict):
     return create_app(GatewayConfig(_router(), upstreams, timeout_s=30.0))
 
 
-def _start(ctx, make_app, *args):
+def _start(ctx, make_app, *args, keep_alive_s: float = 5):
     q = ctx.Queue()
-    p = ctx.Process(target=_serve, args=(make_app, args, q), daemon=True)
+    p = ctx.Process(target=_serve, args=(make_app, args, q, keep_alive_s), daemon=True)
     p.start()
     return p, f"http://127.0.0.1:{q.get(timeout=60)}"
 
@@ -116,7 +119,7 @@ async def _fire(url_of, reqs, on_done=None):
     sem = asyncio.Semaphore(CONCURRENCY)
     results = [None] * len(reqs)
     done = 0
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY, keepalive_timeout=KEEPALIVE_S)
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=60)) as client:
         async def one(i, body):
@@ -167,7 +170,7 @@ def main() -> str:
     procs["short"], short_url = _start(ctx, _upstream_app, "short")
     procs["long"], long_url = _start(ctx, _upstream_app, "long")
     ups = {"short": short_url, "long": long_url}
-    procs["gateway"], gw_url = _start(ctx, _gateway_app, ups)
+    procs["gateway"], gw_url = _start(ctx, _gateway_app, ups, keep_alive_s=SERVER_KEEPALIVE_S)
     kinds = Counter(("compressed" if p == "short" and f is not b and f.get("prompt") != b.get(
         "prompt") else p) for b, p, f in reqs)
     try:

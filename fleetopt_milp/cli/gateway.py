@@ -44,7 +44,7 @@ def gateway(
     """Serve the OpenAI API in front of the plan's pools, with Compress-and-Route."""
     import uvicorn
 
-    from ..gateway.server import GatewayConfig, create_app, parse_upstreams
+    from ..gateway.server import SERVER_KEEPALIVE_S, GatewayConfig, create_app, parse_upstreams
 
     router = _router(plan_file, tokenizer, default_max_tokens)
     config = GatewayConfig(router, parse_upstreams(upstream), timeout_s)
@@ -54,7 +54,8 @@ def gateway(
                           "their requests get HTTP 503", markup=False)
     err_console.print(f"fleetopt gateway on http://{host}:{port} -> "
                       + ", ".join(f"{r}={u}" for r, u in config.upstreams.items()), markup=False)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning",
+                timeout_keep_alive=SERVER_KEEPALIVE_S)
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """Extractive compression: cut a prompt to a token budget by dropping whole sentences.
 
-The compressor of Compress-and-Route (docs/model.md §4; the method is in docs/gateway.md,
+The compressor of Compress-and-Route (docs/model.md §4.2; the method is in docs/gateway.md,
 "Compressor"). :func:`compress` keeps a subsequence of the text's *units*, in their
 original order, whose token count never exceeds the budget:
 

@@ -1,6 +1,6 @@
 """Measure ``p_c`` and the compression latency on a sample of real prompts.
 
-The planner takes two C&R figures as inputs (docs/model.md §4): ``p_c``, the share of
+The planner takes two C&R figures as inputs (docs/model.md §4.2): ``p_c``, the share of
 band requests that compress safely (``fleetopt plan --compressible``), and the latency
 compression adds to a compressed request's TTFT (``--compression-ms``).
 :func:`measure_compression` routes a sample of requests with the real router, gate and

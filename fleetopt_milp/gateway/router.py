@@ -1,6 +1,6 @@
 """The C&R router: a plan's pools -> for each request, its pool, compression and budget.
 
-The rule is the plan's (docs/model.md §4), applied through
+The rule is the plan's (docs/model.md §4.2), applied through
 :func:`fleetopt_milp.routing.route` so the gateway routes exactly as the planner and the
 simulator count: a request's length is ``L = input tokens + max_tokens``; pool ``k``
 serves ``W_{k-1} < L <= W_k``; a request in the band ``W_k < L <= floor(gamma_k W_k)``

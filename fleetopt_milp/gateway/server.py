@@ -42,7 +42,13 @@ from ..errors import FleetOptError
 from .metrics import GatewayMetrics
 from .router import RequestError, Router, validate_body
 
-__all__ = ["GatewayConfig", "create_app", "parse_upstreams"]
+__all__ = ["GatewayConfig", "create_app", "parse_upstreams", "KEEPALIVE_S",
+           "SERVER_KEEPALIVE_S"]
+
+#: Seconds an idle upstream connection is kept for reuse (below uvicorn's default 5 s).
+KEEPALIVE_S = 3.0
+#: Seconds the gateway keeps an idle client connection open (uvicorn's timeout_keep_alive).
+SERVER_KEEPALIVE_S = 75
 
 #: Headers not forwarded in either direction (hop-by-hop, or recomputed by the server).
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
@@ -107,7 +113,9 @@ def create_app(config: GatewayConfig, metrics: GatewayMetrics | None = None) -> 
     async def lifespan(app):
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.timeout_s,
                                         sock_read=config.timeout_s)
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        # Idle upstream connections are dropped after KEEPALIVE_S, before uvicorn's (and so
+        # vLLM's) 5 s server-side idle timeout can close one as we reuse it.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S)
         # auto_decompress=False: the body is relayed as the upstream encoded it.
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                          auto_decompress=False) as session:
@@ -154,8 +162,7 @@ def create_app(config: GatewayConfig, metrics: GatewayMetrics | None = None) -> 
         if content is not raw:
             headers["content-type"] = "application/json"
         try:
-            resp = await state["session"].post(base + request.url.path, data=content,
-                                               headers=headers)
+            resp = await _post(base + request.url.path, content, headers)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             metrics.upstream_error(d.pool)
             metrics.answered(d.pool, 504)
@@ -171,6 +178,14 @@ def create_app(config: GatewayConfig, metrics: GatewayMetrics | None = None) -> 
         out_headers.update(tags)
         return StreamingResponse(_relay(resp, d.pool), status_code=resp.status,
                                  headers=out_headers, background=BackgroundTask(resp.release))
+
+    async def _post(url: str, content: bytes, headers: dict) -> aiohttp.ClientResponse:
+        """POST upstream; once more on a fresh connection if a kept-alive one was closed
+        under us (the server's idle timeout racing our reuse: it never saw the request)."""
+        try:
+            return await state["session"].post(url, data=content, headers=headers)
+        except aiohttp.ServerDisconnectedError:
+            return await state["session"].post(url, data=content, headers=headers)
 
     async def _relay(resp: aiohttp.ClientResponse, pool: str):
         try:
