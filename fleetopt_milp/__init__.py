@@ -10,6 +10,8 @@ The public API, one module per concept:
 - :mod:`~fleetopt_milp.plan`: plans and plan files.
 
 - :mod:`~fleetopt_milp.milp`: the Pyomo + HiGHS MILP (K pools, GPU types, caps, budgets).
+- :mod:`~fleetopt_milp.gateway`: Compress-and-Route at run time: tokenizer, compressor,
+  safety gate, router and the OpenAI-compatible gateway (docs/gateway.md).
 - :mod:`~fleetopt_milp.simulator` and :mod:`~fleetopt_milp.routing`: the discrete-event
   simulator and the C&R router.
 
@@ -65,6 +67,8 @@ _LAZY = {
     "routing": ("route", "Routed"),
     "milp": ("FleetProblem", "ArcTables", "precompute", "build_model", "solve_model", "solve",
              "solve_max_rate", "capacity_share"),
+    "gateway": ("Tokenizer", "load_tokenizer", "compress", "compress_messages", "assess_text",
+                "assess_request", "Router", "Decision"),
 }
 
 

@@ -16,6 +16,7 @@ from fleetopt_milp.gateway.compress import (
     segment,
 )
 from fleetopt_milp.gateway.corpus import prose_documents
+from fleetopt_milp.gateway.fidelity import head_tail, lcs_length, rouge_l_recall, term_coverage
 from fleetopt_milp.gateway.tokenizer import BpeTokenizer, Tokenizer, load_tokenizer
 
 TOK = load_tokenizer()
@@ -178,3 +179,31 @@ def test_water_filling_uses_the_budget_when_turns_are_fine_grained():
     # Sentences are ~10 tokens, so each cut turn wastes less than one sentence.
     assert before // 3 - res.tokens_after < 2 * 12
     assert np.isclose(res.tokens_after, before // 3, atol=30)
+
+
+def _lcs_dp(a, b) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.lists(st.integers(0, 5), max_size=40), b=st.lists(st.integers(0, 5), max_size=40))
+def test_bit_parallel_lcs_equals_dynamic_programming(a, b):
+    assert lcs_length(a, b) == _lcs_dp(a, b) == lcs_length(b, a)
+
+
+def test_rouge_coverage_and_head_tail():
+    ref = "The quick brown fox jumps over the lazy dog."
+    assert rouge_l_recall(ref, ref) == 1.0
+    assert rouge_l_recall(ref, "the fox over the dog") == 5 / 9
+    assert rouge_l_recall(ref, "dog lazy the") == 1 / 9  # reversed: one word in order
+    assert term_coverage(ref, "quick jumps") == 2 / 5  # quick brown jumps over lazy
+    text = " ".join(f"word{i}" for i in range(300))
+    out = head_tail(text, 50, TOK)
+    assert TOK.count(out) <= 50 and out.startswith("word0") and out.endswith("word299")
+    assert head_tail("short", 50, TOK) == "short"

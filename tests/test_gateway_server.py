@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -231,3 +235,39 @@ def test_upstream_options_are_checked():
     with pytest.raises(FleetOptError, match="the plan has no pool 'medium'; its pools are "
                                             "short, long"):
         GatewayConfig(_router(), {"medium": "http://127.0.0.1:9"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_fleetopt_gateway_command_end_to_end(upstreams):
+    golden = Path(__file__).parent / "golden" / "plan-azure-default.json"
+    cli = [sys.executable, "-m", "fleetopt_milp.cli", "gateway", str(golden)]
+    bad = subprocess.run(cli + ["--upstream", "medium=http://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("error: --upstream medium=...: the plan has no pool 'medium'; "
+                                  "its pools are short, long")
+    port = _free_port()
+    proc = subprocess.Popen(cli + ["--upstream", f"short={upstreams['short']}", "--upstream",
+                                   f"long={upstreams['long']}", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(timeout=TIMEOUT) as c:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    assert c.get(url + "/healthz").json()["pools"] == upstreams
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+                    time.sleep(0.2)
+            r = c.post(url + "/v1/completions", json={"prompt": "hello", "max_tokens": 3000})
+            assert r.status_code == 200 and r.json()["pool"] == "long"
+    finally:
+        proc.terminate()
+        proc.wait(15)
