@@ -43,10 +43,12 @@ from .metrics import GatewayMetrics
 from .router import RequestError, Router, validate_body
 
 __all__ = ["GatewayConfig", "create_app", "parse_upstreams", "KEEPALIVE_S",
-           "SERVER_KEEPALIVE_S"]
+           "SERVER_KEEPALIVE_S", "SEND_ATTEMPTS"]
 
 #: Seconds an idle upstream connection is kept for reuse (below uvicorn's default 5 s).
 KEEPALIVE_S = 3.0
+#: Sends of one request when kept-alive upstream connections turn out closed.
+SEND_ATTEMPTS = 3
 #: Seconds the gateway keeps an idle client connection open (uvicorn's timeout_keep_alive).
 SERVER_KEEPALIVE_S = 75
 
@@ -180,12 +182,19 @@ def create_app(config: GatewayConfig, metrics: GatewayMetrics | None = None) -> 
                                  headers=out_headers, background=BackgroundTask(resp.release))
 
     async def _post(url: str, content: bytes, headers: dict) -> aiohttp.ClientResponse:
-        """POST upstream; once more on a fresh connection if a kept-alive one was closed
-        under us (the server's idle timeout racing our reuse: it never saw the request)."""
-        try:
-            return await state["session"].post(url, data=content, headers=headers)
-        except aiohttp.ServerDisconnectedError:
-            return await state["session"].post(url, data=content, headers=headers)
+        """POST upstream. A kept-alive connection the upstream closed while idle (its idle
+        timeout racing our reuse, more likely while this process is busy) fails before the
+        request reaches the upstream: try up to :data:`SEND_ATTEMPTS` times. A refused
+        connection is not retried."""
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                return await state["session"].post(url, data=content, headers=headers)
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if attempt == SEND_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _relay(resp: aiohttp.ClientResponse, pool: str):
         try:
