@@ -12,6 +12,7 @@ import typer
 
 from . import app, err_console
 
+PANEL = "Compress-and-Route gateway"
 TokenizerOpt = typer.Option(
     "gpt2", "--tokenizer", help="Tokenizer: shipped name (gpt2), a .tiktoken file or a "
     "tokenizer.json")
@@ -28,7 +29,7 @@ def _router(plan_file: Path, tokenizer: str, default_max_tokens: int):
     return Router.from_plan(read_plan(plan_file), load_tokenizer(tokenizer), default_max_tokens)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def gateway(
     plan_file: Path = typer.Argument(..., help="Plan file written by `fleetopt plan --json`"),
     upstream: list[str] = typer.Option(
@@ -58,7 +59,7 @@ def gateway(
                 timeout_keep_alive=SERVER_KEEPALIVE_S)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def compress(
     budget_tokens: int = typer.Option(..., "--budget-tokens", help="Most tokens to keep"),
     file: Path | None = typer.Option(None, "--file", help="Read this file (default: stdin)"),
@@ -84,7 +85,7 @@ def compress(
                       markup=False)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def route(
     plan_file: Path = typer.Argument(..., help="Plan file written by `fleetopt plan --json`"),
     requests: Path | None = typer.Option(
@@ -107,7 +108,7 @@ def route(
         sys.stdout.write(json.dumps(router.route(body).decision.to_dict()) + "\n")
 
 
-@app.command("measure-compression")
+@app.command("measure-compression", rich_help_panel=PANEL)
 def measure_compression(
     prompts: list[Path] = typer.Argument(..., help="Prompt files, directories or JSONL of "
                                          "request bodies"),
