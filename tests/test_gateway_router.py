@@ -10,8 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetopt_milp.cli import app
+from fleetopt_milp.gateway.compress import chat_tokens
 from fleetopt_milp.gateway.corpus import labelled_samples, prose_documents
 from fleetopt_milp.gateway.measure import measure_compression, read_prompts
+from fleetopt_milp.gateway.metrics import GatewayMetrics
 from fleetopt_milp.gateway.router import RequestError, Router, RouterPool, validate_body
 from fleetopt_milp.gateway.safety import assess_request, assess_text
 from fleetopt_milp.gateway.tokenizer import load_tokenizer
@@ -186,3 +188,45 @@ def test_cli_compress_route_and_measure(tmp_path):
     assert got["requests"] == 1 and got["band_requests"] == 0
     assert got["compressible_share"] is None
     assert "no prompt falls in a C&R band" in res.stdout
+
+
+@needs_docs
+def test_chat_band_request_is_compressed_without_touching_protected_turns():
+    r = _router()
+    doc = max((t for _, t in DOCS), key=len)
+    body = {"messages": [{"role": "system", "content": "Answer from the licence."},
+                         {"role": "user", "content": doc[:5000]},
+                         {"role": "assistant", "content": doc[5000:9000]},
+                         {"role": "user", "content": "Can I charge for copies?"}],
+            "max_tokens": 64}
+    routed = r.route(body)
+    d = routed.decision
+    assert d.candidate and d.compressed and d.pool == "short" and d.content == "conversation"
+    new = routed.body["messages"]
+    assert new[0] == body["messages"][0] and new[3] == body["messages"][3]
+    assert d.input_tokens_after == chat_tokens(new, TOK) <= 2048 - 64
+    assert body["messages"][1]["content"] == doc[:5000]  # the caller's body is not mutated
+
+
+def test_metrics_text_format():
+    m = GatewayMetrics()
+    m.answered("short", 200)
+    m.answered(None, 400)
+    m.routed("short", 0.0007, True, 120)
+    m.routed("short", 0.003, False, 0)
+    m.upstream_error("long")
+    text = m.render()
+    assert 'fleetopt_gateway_requests_total{pool="short",status="200"} 1' in text
+    assert 'fleetopt_gateway_requests_total{pool="-",status="400"} 1' in text
+    assert 'fleetopt_gateway_compressions_total{pool="short"} 1' in text
+    assert 'fleetopt_gateway_compressed_tokens_saved_total{pool="short"} 120' in text
+    assert 'fleetopt_gateway_upstream_errors_total{pool="long"} 1' in text
+    # Cumulative buckets: 0.7 ms falls in le=0.001, 3 ms in le=0.005.
+    assert 'fleetopt_gateway_added_latency_seconds_bucket{pool="short",le="0.0005"} 0' in text
+    assert 'fleetopt_gateway_added_latency_seconds_bucket{pool="short",le="0.001"} 1' in text
+    assert 'fleetopt_gateway_added_latency_seconds_bucket{pool="short",le="0.002"} 1' in text
+    assert 'fleetopt_gateway_added_latency_seconds_bucket{pool="short",le="0.005"} 2' in text
+    assert 'fleetopt_gateway_added_latency_seconds_bucket{pool="short",le="+Inf"} 2' in text
+    assert 'fleetopt_gateway_added_latency_seconds_count{pool="short"} 2' in text
+    assert 'fleetopt_gateway_added_latency_seconds_sum{pool="short"} 0.0037' in text
+    assert text.endswith("fleetopt_gateway_in_flight 0\n")
