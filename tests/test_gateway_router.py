@@ -231,3 +231,23 @@ def test_metrics_text_format():
     assert expected <= lines
     text = m.render()
     assert text.endswith("fleetopt_gateway_in_flight 0\n")
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.parent.glob("*.json")), ids=lambda p: p.stem)
+def test_every_golden_plan_builds_a_router(path):
+    plan = read_plan(path)
+    r = Router.from_plan(plan, TOK, 256)
+    assert r.roles == tuple(p.role for p in plan.pools)
+    assert r.windows.tolist() == [p.context_tokens for p in plan.pools]
+
+
+@needs_docs
+def test_three_pool_plan_compresses_into_the_middle_pool():
+    r = Router.from_plan(read_plan(GOLDEN.parent / "solve-azure-2types.json"), TOK, 256)
+    assert r.roles == ("short", "medium", "long") and r.windows.tolist()[:2] == [896, 4032]
+    doc = max((t for _, t in DOCS), key=len)
+    text = doc[:18000] + "\n\nWho may modify the work?"
+    assert 4032 < TOK.count(text) + 100 <= r.band_ends[1]
+    d = r.route({"prompt": text, "max_tokens": 100}).decision
+    assert d.pool == "medium" and d.compressed and d.budget_tokens == 4032 - 100
+    assert "C&R band (4032, 7660]" in d.reason
