@@ -2,13 +2,15 @@
 
 ``POST /v1/chat/completions`` and ``POST /v1/completions``: the body is validated, routed
 and, for a C&R candidate that the safety gate passes, compressed (:class:`Router`); it is
-then forwarded to its pool's upstream (a vLLM or SGLang server), and the
-upstream's response, streamed (SSE) or not, is passed back byte for byte with its status
-and headers. The upstream client is ``aiohttp``: ``httpx``'s connection pool scans all its
-connections for each request, which at 500 concurrent requests cost more CPU than the
-gateway's own work (docs/gateway.md, "Why aiohttp"). The gateway adds the headers ``x-fleetopt-pool``, ``x-fleetopt-compressed``,
-``x-fleetopt-input-tokens`` (before), ``x-fleetopt-input-tokens-after`` and
-``x-fleetopt-gateway-ms`` (time added before forwarding).
+then forwarded to its pool's upstream (a vLLM or SGLang server). The upstream's answer is
+passed back byte for byte with its status and headers: an SSE stream
+(``text/event-stream``) chunk by chunk as it arrives, any other answer once read whole.
+The upstream client is ``aiohttp``; ``httpx``'s connection pool scans all its connections
+for each request, which at hundreds of concurrent requests cost more CPU than the
+gateway's own work (docs/gateway.md, "HTTP API"). The gateway adds the headers
+``x-fleetopt-pool``, ``x-fleetopt-compressed``, ``x-fleetopt-input-tokens`` (before),
+``x-fleetopt-input-tokens-after`` and ``x-fleetopt-gateway-ms`` (time added before
+forwarding).
 
 Errors, in the OpenAI error format ``{"error": {"message", "type", "code"}}``:
 
@@ -175,11 +177,23 @@ def create_app(config: GatewayConfig, metrics: GatewayMetrics | None = None) -> 
             metrics.answered(d.pool, 502)
             return _error(502, f"pool '{d.pool}' upstream {base} unreachable ({exc})",
                           "upstream_unavailable", headers=tags)
-        metrics.answered(d.pool, resp.status)
         out_headers = _forward_headers(resp.headers)
         out_headers.update(tags)
-        return StreamingResponse(_relay(resp, d.pool), status_code=resp.status,
-                                 headers=out_headers, background=BackgroundTask(resp.release))
+        if resp.content_type == "text/event-stream":  # relayed chunk by chunk as it comes
+            metrics.answered(d.pool, resp.status)
+            return StreamingResponse(_relay(resp, d.pool), status_code=resp.status,
+                                     headers=out_headers, background=BackgroundTask(resp.release))
+        try:  # a whole answer: read it, then send it (cheaper than a stream)
+            data = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            metrics.upstream_error(d.pool)
+            metrics.answered(d.pool, 502)
+            return _error(502, f"pool '{d.pool}' upstream {base} failed mid-answer ({exc!r})",
+                          "upstream_unavailable", headers=tags)
+        finally:
+            resp.release()
+        metrics.answered(d.pool, resp.status)
+        return Response(data, status_code=resp.status, headers=out_headers)
 
     async def _post(url: str, content: bytes, headers: dict) -> aiohttp.ClientResponse:
         """POST upstream. A kept-alive connection the upstream closed while idle (its idle
