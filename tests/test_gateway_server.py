@@ -107,7 +107,7 @@ def test_chat_without_max_tokens_gets_the_default_forwarded(gateway):
     assert r.json()["path"] == "/v1/chat/completions"
 
 
-def test_streaming_passes_through_byte_for_byte(gateway, upstreams):
+def test_answers_pass_through_byte_for_byte(gateway, upstreams):
     url, _ = gateway
     body = {"prompt": "Stream this please.", "max_tokens": 64, "stream": True, "user": "s1"}
     with httpx.Client(timeout=TIMEOUT) as c:
@@ -116,6 +116,12 @@ def test_streaming_passes_through_byte_for_byte(gateway, upstreams):
     assert via.status_code == 200 and via.headers["x-fleetopt-pool"] == "short"
     assert via.content == direct.content == expected_stream("short", body, 8)
     assert via.headers["content-type"].startswith("text/event-stream")
+    whole = dict(body, stream=False)
+    with httpx.Client(timeout=TIMEOUT) as c:
+        direct = c.post(upstreams["short"] + "/v1/completions", json=whole)
+        via = c.post(url + "/v1/completions", json=whole)
+    assert via.status_code == 200 and via.content == direct.content
+    assert via.headers["content-type"] == direct.headers["content-type"]
 
 
 @pytest.mark.parametrize("payload, status, needle", [
