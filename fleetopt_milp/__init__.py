@@ -13,6 +13,8 @@ The public API, one module per concept:
 - :mod:`~fleetopt_milp.plan`: plans and plan files.
 
 - :mod:`~fleetopt_milp.milp`: the Pyomo + HiGHS MILP (K pools, GPU types, caps, budgets).
+- :mod:`~fleetopt_milp.gateway`: Compress-and-Route at run time: tokenizer, compressor,
+  safety gate, router and the OpenAI-compatible gateway (docs/gateway.md).
 - :mod:`~fleetopt_milp.simulator` and :mod:`~fleetopt_milp.routing`: the discrete-event
   simulator and the C&R router.
 
@@ -87,6 +89,8 @@ _LAZY = {
                     "write_profile_toml"),
     "evaluate": ("evaluate_fleet", "single_pool_fleet", "Slo", "FleetEvaluation",
                  "GroupEvaluation"),
+    "gateway": ("Tokenizer", "load_tokenizer", "compress", "compress_messages", "assess_text",
+                "assess_request", "Router", "Decision"),
 }
 
 

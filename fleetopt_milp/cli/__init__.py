@@ -147,6 +147,7 @@ def main() -> None:
 from . import calibrate as _calibrate  # noqa: E402,F401
 from . import deploy as _deploy  # noqa: E402,F401
 from . import evaluate as _evaluate  # noqa: E402,F401
+from . import gateway as _gateway  # noqa: E402,F401
 from . import plan as _plan  # noqa: E402,F401
 from . import report as _report  # noqa: E402,F401
 from . import simulate as _simulate  # noqa: E402,F401
