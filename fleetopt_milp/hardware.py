@@ -212,6 +212,26 @@ class LlmSpec:
         """
         return tp * max(1, self.n_kv_heads // tp) / self.n_kv_heads
 
+    def check_tp(self, tp: int) -> None:
+        """Raise :class:`FleetOptError` unless tensor parallelism ``tp`` can split the model.
+
+        As vLLM requires: the attention heads divide evenly over the ``tp`` GPUs, and the
+        KV heads either divide evenly (``tp <= n_kv_heads``) or are replicated a whole
+        number of times (``tp`` a multiple of ``n_kv_heads``).
+        """
+        if self._splits(tp):
+            return
+        valid = [t for t in range(1, MAX_TP + 1) if self._splits(t)]
+        which = "attention" if self.n_heads % tp else "KV"
+        raise FleetOptError(
+            f"tp={tp}: model {self.name!r} has {self.n_heads} attention heads and "
+            f"{self.n_kv_heads} KV heads; its {which} heads cannot be split {tp} ways; use tp "
+            f"in {', '.join(map(str, valid))} (--tp)")
+
+    def _splits(self, tp: int) -> bool:
+        kv = self.n_kv_heads
+        return self.n_heads % tp == 0 and (kv % tp == 0 or tp % kv == 0)
+
 
 # ---------------------------------------------------------------------------------------
 # Profile
@@ -468,6 +488,7 @@ def roofline_profile(
     """
     _check_int("roofline_profile", tp=tp, block_tokens=block_tokens, max_slots=max_slots,
                calib_tokens=calib_tokens)
+    model.check_tp(tp)
     for key, v in (("bandwidth_efficiency", bandwidth_efficiency),
                    ("memory_utilization", memory_utilization)):
         if not 0 < v <= 1:

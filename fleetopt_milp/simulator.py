@@ -90,6 +90,7 @@ __all__ = [
     "Certification",
     "certify",
     "certification_from",
+    "steady_state_gaps",
     "Verification",
     "verify_candidates",
     "slot_start_times",
@@ -388,7 +389,9 @@ class SimulationResult:
 
     ``allocations``/``pools``/``fleet``: :class:`GroupStats`. ``arrivals``: ``"poisson"``
     or ``"trace"``; ``rate_rps``: mean arrival rate simulated (req/s). ``ci_method``:
-    ``"replications"`` or ``"batch-means"``. ``unserved_share``: share of requests longer
+    ``"replications"`` or ``"batch-means"``. ``measured_s``: simulated seconds after the
+    warm-up, per replication (mean); ``warmup_capped``: the warm-up was cut to half the run
+    (too few requests to warm up). ``unserved_share``: share of requests longer
     than the last window or routed to an allocation without instances (counted as SLO
     misses). ``requests_per_s``: simulated requests per second of one core (sampling,
     routing, the kernel and the statistics of one replication). ``wall_s``: wall-clock
@@ -414,6 +417,8 @@ class SimulationResult:
     requests_per_s: float
     wall_s: float
     notes: tuple[str, ...] = field(default=())
+    measured_s: float = math.nan
+    warmup_capped: bool = False
 
     def pool(self, name: str) -> GroupStats:
         """The pool named ``name`` (e.g. ``"short"``)."""
@@ -423,7 +428,7 @@ class SimulationResult:
         raise FleetOptError(f"no pool {name!r}; pools: {', '.join(p.name for p in self.pools)}")
 
     def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self)
+        out = {f.name: _num(getattr(self, f.name)) for f in fields(self)
                if f.name not in ("allocations", "pools", "fleet", "notes")}
         out["schema"] = "fleetopt-simulation/1"
         out["pools"] = [p.to_dict() for p in self.pools]
@@ -623,6 +628,7 @@ def _window_metrics(job: _Job, arrival, alloc, pool, wait, ttft, tpot, preempt, 
                 out["preemptions_per_request"][b, g] = w_pre[m].mean()
     out["_counts"] = counts
     out["_warmup_capped"] = capped
+    out["_measured_s"] = float(t_edges[-1] - t_edges[0])
     return out
 
 
@@ -893,6 +899,45 @@ def _resolve_source(plan: Plan | None, workload, trace, rate_rps, rate_scale, fl
     return wl, tr, rate, longest
 
 
+def _check_counts(**values: tuple) -> None:
+    """Each ``name=(value, least)``: ``value`` is None or a whole number >= ``least``."""
+    for name, (v, least) in values.items():
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < least:
+            raise FleetOptError(f"{name}={v!r}: must be a whole number >= {least} "
+                                f"(--{name.replace('_', '-')})")
+
+
+def _check_window(fleet: FleetSpec, longest: int) -> None:
+    """Refuse requests longer than the last window: no pool can serve them."""
+    last = fleet.windows_tokens[-1]
+    if longest > last:
+        raise FleetOptError(
+            f"the simulated workload has requests up to {longest} tokens, beyond the plan's "
+            f"long window of {last}; no pool can serve them: simulate the workload the plan "
+            f"was made for (--workload) or re-plan with --long-context {longest} or more")
+
+
+def _check_stable(fleet: FleetSpec, ana: list[Analytical]) -> None:
+    """Refuse an allocation whose offered load reaches its slots (utilization >= 1, or
+    traffic and no instances): its queue grows without bound, so every simulated figure
+    would depend on the run length and no steady state exists (docs/model.md §3)."""
+    for a, fig in zip(fleet.ordered_allocations, ana, strict=False):
+        if fig.rate_rps <= 0 or fig.utilization < 1.0:
+            continue
+        if a.instances == 0:
+            raise FleetOptError(
+                f"pool {a.name!r} has no instances but receives {fig.rate_rps:,.3g} req/s of "
+                "this workload; re-plan for this workload and rate (or give the pool "
+                "instances, e.g. `fleetopt solve --min-instances 1`)")
+        raise FleetOptError(
+            f"pool {a.name!r} is overloaded: {fig.rate_rps:,.4g} req/s need "
+            f"{fig.utilization * fig.servers:,.4g} busy slots of its {fig.servers:,} "
+            f"(utilization {fig.utilization:.3g} >= 1), so its queue grows without bound; "
+            "lower --rate/--rate-scale or re-plan for this rate")
+
+
 def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
              rate_rps: float | None = None, rate_scale: float | None = None,
              trace: Trace | str | bool | None = None, n_requests: int | None = None,
@@ -924,6 +969,8 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
     t_wall = time.perf_counter()
     if fidelity not in FIDELITIES:
         raise FleetOptError(f"fidelity={fidelity!r}: use one of {', '.join(FIDELITIES)}")
+    _check_counts(seed=(seed, 0), n_requests=(n_requests, 1), replications=(replications, 1),
+                  batches=(batches, 1), workers=(workers, 1), max_batch=(max_batch, 1))
     is_plan = isinstance(plan, Plan)
     fleet = fleet_from_plan(plan, catalog, max_batch) if is_plan else plan.validated()
     if not is_plan and max_batch is not None:
@@ -931,6 +978,7 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
                                                  for a in fleet.allocations)).validated()
     wl, tr, rate, longest = _resolve_source(plan if is_plan else None, workload, trace,
                                             rate_rps, rate_scale, fleet)
+    _check_window(fleet, longest)
     if not 0 <= warmup_fraction < 1:
         raise FleetOptError(f"warmup_fraction={warmup_fraction}: must be in [0, 1)")
     if not 0 < confidence < 1:
@@ -949,6 +997,9 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
         raise FleetOptError(f"n_requests={n_requests}: too few to measure; use >= "
                             f"{max(100, 20 * n_windows)}")
     queues = _queues(fleet, wl, rate)
+    ana = _analytical(fleet, queues) if analytical else None
+    if ana is not None:
+        _check_stable(fleet, ana)
     if warmup_s is None:
         warmup_s = _warmup_s(queues)
     if not (math.isfinite(warmup_s) and warmup_s >= 0):
@@ -961,7 +1012,7 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
 
     names, kinds = _groups(fleet)
     stacked = {m: np.concatenate([r[m] for r in results], axis=0) for m in _METRICS}
-    ana = _analytical(fleet, queues) if analytical else [None] * len(names)
+    ana = ana or [None] * len(names)
     allocs = fleet.ordered_allocations
     counts = np.sum([r["_counts"] for r in results], axis=0)
     groups = []
@@ -974,9 +1025,6 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
     if any(r["_warmup_capped"] for r in results):
         notes.append(f"the warm-up ({warmup_s:.0f} s: 3 mean residual service times) was "
                      "capped at half the run; simulate more requests for steady state")
-    if longest > fleet.windows_tokens[-1]:
-        notes.append(f"requests up to {longest} tokens exceed the last window "
-                     f"({fleet.windows_tokens[-1]}); they are unserved and count as misses")
     sim_seconds = sum(r["_seconds"] for r in results)
     n_total = sum(r["_n"] for r in results)
     return SimulationResult(
@@ -990,12 +1038,23 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
         pools=tuple(groups[n_alloc:n_alloc + len(fleet.windows_tokens)]), fleet=groups[-1],
         unserved_share=sum(r["_unserved"] for r in results) / max(n_total, 1),
         requests_per_s=n_total / max(sim_seconds, 1e-12),
-        wall_s=time.perf_counter() - t_wall, notes=tuple(notes))
+        wall_s=time.perf_counter() - t_wall, notes=tuple(notes),
+        measured_s=float(np.mean([r["_measured_s"] for r in results])),
+        warmup_capped=any(r["_warmup_capped"] for r in results))
 
 
 # ---------------------------------------------------------------------------------------
 # Certification and verification of plans
 # ---------------------------------------------------------------------------------------
+
+
+#: Certification needs, per pool with traffic, a measured run (after the warm-up) of at
+#: least this many mean service times: every slot then turns over many times, so the run
+#: has left its empty start behind and reached the steady state the SLO is about.
+STEADY_SERVICE_TIMES = 10.0
+#: ... and at least this many measured requests per unit of the tail share the SLO allows
+#: (1,000 for a P99 SLO): the miss share is then estimated from ~10 expected misses.
+STEADY_TAIL_REQUESTS = 10.0
 
 
 @dataclass(frozen=True)
@@ -1004,7 +1063,8 @@ class PoolVerdict:
 
     ``target`` = ``1 - percentile / 100``; ``passed`` when the lower end of the interval of
     ``slo_miss_share`` is at most the target (the share is not significantly above it).
-    ``analytical_miss_share``: the model's prediction.
+    ``analytical_miss_share``: the model's prediction. ``steady``: the run reached a steady
+    state for this pool (:func:`steady_state_gaps`); ``gaps`` says what was missing.
     """
 
     pool: str
@@ -1012,21 +1072,27 @@ class PoolVerdict:
     target: float
     passed: bool
     analytical_miss_share: float
+    steady: bool = True
+    gaps: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         e = self.slo_miss_share
         return {"pool": self.pool, "slo_miss_share": _num(e.mean),
                 "slo_miss_share_ci": [_num(e.lo), _num(e.hi)], "target": self.target,
-                "passed": self.passed, "analytical_miss_share": _num(self.analytical_miss_share)}
+                "passed": self.passed, "analytical_miss_share": _num(self.analytical_miss_share),
+                "steady": self.steady, "gaps": list(self.gaps)}
 
 
 @dataclass(frozen=True)
 class Certification:
     """Whether a plan meets its TTFT SLO in simulation (MODEL.md section 6).
 
-    ``certified``: every pool passed. ``failing``: names of the pools that did not.
-    ``inconclusive``: pools that passed only because their interval straddles the target
-    (mean or upper bound above it); more requests or replications would settle them.
+    ``certified``: every pool passed, in a run that reached steady state for every pool.
+    ``failing``: names of the pools that did not pass. ``inconclusive``: pools that passed
+    only because their interval straddles the target (mean or upper bound above it); more
+    requests or replications would settle them. ``unsteady``: pools whose run was too
+    short to reach steady state; ``more_requests``: requests per replication that would
+    settle them (0 when none is unsteady).
     """
 
     certified: bool
@@ -1034,10 +1100,28 @@ class Certification:
     failing: tuple[str, ...]
     inconclusive: tuple[str, ...]
     simulation: SimulationResult
+    unsteady: tuple[str, ...] = ()
+    more_requests: int = 0
+
+    @property
+    def status(self) -> str:
+        """One line: ``certified``, ``NOT certified: ...`` or ``inconclusive: ...``."""
+        if self.failing:
+            return "NOT certified: " + ", ".join(self.failing) + " miss the SLO"
+        if self.unsteady:
+            gaps = "; ".join(f"{v.pool}: {', '.join(v.gaps)}" for v in self.pools if v.gaps)
+            return (f"inconclusive: no steady state ({gaps}); simulate at least "
+                    f"{self.more_requests:,} requests per replication (--requests)")
+        text = "certified"
+        if self.inconclusive:
+            text += (f" (inconclusive: {', '.join(self.inconclusive)}; simulate more requests "
+                     "to settle them)")
+        return text
 
     def to_dict(self) -> dict:
-        return {"certified": self.certified, "failing": list(self.failing),
-                "inconclusive": list(self.inconclusive),
+        return {"certified": self.certified, "status": self.status,
+                "failing": list(self.failing), "inconclusive": list(self.inconclusive),
+                "unsteady": list(self.unsteady), "more_requests": self.more_requests,
                 "pools": [p.to_dict() for p in self.pools],
                 "fidelity": self.simulation.fidelity,
                 "requests": self.simulation.n_requests,
@@ -1045,10 +1129,51 @@ class Certification:
                 "ci_method": self.simulation.ci_method}
 
 
+def steady_state_gaps(result: SimulationResult, pool: GroupStats) -> tuple[tuple[str, ...], int]:
+    """What keeps ``pool``'s measurements from a steady state, and the requests per
+    replication that would close the gaps (0 when there is none).
+
+    Required for a pool with traffic: the warm-up was not cut short; the measured time per
+    replication is at least :data:`STEADY_SERVICE_TIMES` mean service times of the pool
+    (analytical ``E[S]``); and its measured requests number at least
+    :data:`STEADY_TAIL_REQUESTS` ``/ (1 - percentile / 100)``.
+    """
+    ana = pool.analytical
+    pool_rate = ana.rate_rps if ana is not None else math.nan
+    if pool.requests == 0 and not pool_rate > 0:
+        return (), 0  # no traffic: nothing to measure
+    rate, warm = result.rate_rps, result.warmup_s
+    keep = 1.0 - result.warmup_fraction  # share of a run measured, at best
+    gaps: list[str] = []
+    need = 0.0
+    if result.warmup_capped:
+        gaps.append("the warm-up was cut to half the run")
+        need = max(need, 2.0 * rate * warm)
+    need_s = STEADY_SERVICE_TIMES * (ana.mean_service_s if ana is not None else math.nan)
+    if math.isfinite(need_s) and not result.measured_s >= need_s:
+        gaps.append(f"{result.measured_s:.3g} s measured per replication, under "
+                    f"{STEADY_SERVICE_TIMES:g} mean service times ({need_s:.3g} s)")
+        need = max(need, rate * max(warm + need_s, need_s / keep))
+    need_n = STEADY_TAIL_REQUESTS / max(1.0 - result.percentile / 100.0, 1e-12)
+    if pool.requests < need_n:
+        gaps.append(f"{pool.requests:,} requests measured, under {need_n:,.0f}")
+        share = pool_rate / rate if pool_rate > 0 else pool.requests / max(
+            result.fleet.requests, 1)
+        per_run = need_n / max(share, 1e-12) / result.replications
+        need = max(need, rate * warm + per_run / keep)
+    return tuple(gaps), int(math.ceil(1.1 * need / 1000.0) * 1000) if gaps else 0
+
+
 def certification_from(result: SimulationResult) -> Certification:
-    """Certify the pools of a finished simulation (the rule of :func:`certify`)."""
+    """Certify the pools of a finished simulation (the rule of :func:`certify`).
+
+    A pool passes when the lower end of its miss share's interval is at most the target;
+    the plan is certified only when every pool passes in a run that reached steady state
+    (:func:`steady_state_gaps`); otherwise the verdict is inconclusive, never certified.
+    """
     target = 1.0 - result.percentile / 100.0
     verdicts = []
+    more = 0
     for p in result.pools:
         est = p.slo_miss_share
         if p.requests == 0:
@@ -1056,12 +1181,17 @@ def certification_from(result: SimulationResult) -> Certification:
         else:
             bound = est.lo if math.isfinite(est.lo) else est.mean
             passed = bool(bound <= target + 1e-12)
+        gaps, n = steady_state_gaps(result, p)
+        more = max(more, n)
         verdicts.append(PoolVerdict(p.name, est, target, passed,
-                                    p.analytical.slo_miss_share if p.analytical else math.nan))
+                                    p.analytical.slo_miss_share if p.analytical else math.nan,
+                                    not gaps, gaps))
     failing = tuple(v.pool for v in verdicts if not v.passed)
+    unsteady = tuple(v.pool for v in verdicts if not v.steady)
     unsure = tuple(v.pool for v in verdicts if v.passed and (
         v.slo_miss_share.mean > target or v.slo_miss_share.hi > target))
-    return Certification(not failing, tuple(verdicts), failing, unsure, result)
+    return Certification(not failing and not unsteady, tuple(verdicts), failing, unsure,
+                         result, unsteady, more)
 
 
 def certify(plan: Plan, workload: Workload | str | None = None, **simulate_kwargs
@@ -1127,7 +1257,8 @@ def verify_candidates(candidate_plans: Iterable[Plan], workload: Workload | str 
         checked += 1
         if cert.certified:
             return Verification(cand, cert, checked, len(rejections), tuple(rejections))
-        rejections.append((cand.usd_per_hour, cert.failing))
+        rejections.append((cand.usd_per_hour, cert.failing or tuple(
+            f"{p} (no steady state)" for p in cert.unsteady)))
     return Verification(None, None, checked, len(rejections), tuple(rejections))
 
 

@@ -326,23 +326,23 @@ class Workload:
         total.setflags(write=False)
         return total
 
-    @property
+    @cached_property
     def max_total_tokens(self) -> int:
         """Largest total length (tokens) of any class with positive weight."""
         positive = np.flatnonzero(self.weights > 0)
         return int(self.total_tokens[positive[-1]])
 
-    @property
+    @cached_property
     def mean_input_tokens(self) -> float:
         """Mean prompt length ``E[L_in]`` in tokens."""
         return float(np.dot(self.weights, self.input_tokens))
 
-    @property
+    @cached_property
     def mean_output_tokens(self) -> float:
         """Mean generated length ``E[L_out]`` in tokens."""
         return float(np.dot(self.weights, self.output_tokens))
 
-    @property
+    @cached_property
     def mean_total_tokens(self) -> float:
         """Mean context footprint ``E[L]`` in tokens."""
         return float(np.dot(self.weights, self.total_tokens))
@@ -388,6 +388,34 @@ class Workload:
         if np.ndim(tokens) == 0:
             return float(result)
         return result
+
+    def peak_factor(self, rate_rps: float, factor: float = 1.0,
+                    window_s: float | None = None) -> float:
+        """The multiple of the mean rate ``rate_rps`` (req/s) to plan for (bursty traffic).
+
+        Either ``factor`` as given (>= 1; 1 plans for the mean), or, with ``window_s``, from
+        this workload's trace: time-scaled to ``rate_rps``, its busiest ``window_s``-second
+        window over its mean rate (:meth:`Trace.busiest_window_rate_rps`; the window is in
+        the scaled timeline), at least 1. Raises :class:`WorkloadError` naming the option.
+        """
+        if not (math.isfinite(factor) and factor >= 1.0):
+            raise WorkloadError(f"--peak-factor {factor}: must be a finite number >= 1 "
+                                "(1 = plan for the mean)")
+        if window_s is None:
+            return float(factor)
+        if factor != 1.0:
+            raise WorkloadError("--peak-factor and --peak-window-s: give one of them, not both")
+        if self.trace is None:
+            raise WorkloadError(f"--peak-window-s: workload '{self.name}' has no timestamps; "
+                                "use a trace workload (e.g. azure-code) or --peak-factor")
+        if not (math.isfinite(window_s) and window_s > 0):
+            raise WorkloadError(f"--peak-window-s {window_s}: must be a positive, finite "
+                                "duration in seconds")
+        if not (math.isfinite(rate_rps) and rate_rps > 0):
+            raise WorkloadError(f"rate_rps={rate_rps}: the arrival rate must be positive "
+                                "(--rate)")
+        scaled = self.trace.scaled_to_rate(rate_rps)
+        return max(1.0, scaled.busiest_window_rate_rps(window_s) / rate_rps)
 
     # ---- derived workloads ------------------------------------------------------------------
 

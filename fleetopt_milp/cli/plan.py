@@ -23,10 +23,10 @@ from . import (
     SloOpt,
     TpOpt,
     WorkloadOpt,
-    _peak_factor,
     _scenario,
     app,
-    console,
+    check_count,
+    output_plan,
 )
 
 
@@ -60,21 +60,22 @@ def plan(
         200_000, "--verify-requests", help="With --verify: requests per replication"),
     verify_fidelity: str = typer.Option(
         "slot", "--verify-fidelity", help="With --verify: slot or engine simulation"),
-    seed: int = typer.Option(0, "--seed", help="With --verify: random seed"),
+    seed: int = typer.Option(0, "--seed", help="With --verify: random seed (>= 0)"),
     json_path: Path | None = JsonOpt,
 ):
     """Plan the cheapest two-pool fleet (analytical FleetOpt planner with C&R)."""
     from dataclasses import replace
 
-    from ..plan import write_plan
     from ..planner import candidate_plans
-    from ..report import plan_renderable
 
+    check_count("--verify-candidates", verify_candidates, 1)
+    check_count("--verify-requests", verify_requests, 1)
+    check_count("--seed", seed, 0)
     sc, warnings, _ = _scenario(workload, rate, slo_ms, percentile, gpu, model, tp,
                                 long_context, gamma_max, compressible, rho_max,
                                 compression_ms, paper_compat, catalog)
-    factor = _peak_factor(sc.workload, rate, peak_factor, peak_window_s)
-    sc = replace(sc, rate_rps=rate * factor)
+    factor = sc.workload.peak_factor(rate, peak_factor, peak_window_s)
+    sc = replace(sc, rate_rps=rate * factor).validated()
     extra = {"mean_rate_rps": rate, "peak_factor": factor} if factor != 1.0 else {}
     if not verify:
         result = candidate_plans(sc, 1)[0]
@@ -88,13 +89,11 @@ def plan(
         if ver.plan is None:
             raise InfeasibleError(
                 f"none of the {ver.checked} cheapest candidates meets the SLO in "
-                f"{verify_fidelity} simulation ({rejected}); raise --verify-candidates or "
-                "relax the SLO", binding="simulation")
+                f"{verify_fidelity} simulation ({rejected}); raise --verify-requests (runs "
+                "with no steady state) or --verify-candidates, or relax the SLO",
+                binding="simulation")
         summary = (f"{verify_fidelity} simulation certifies this plan; {ver.rejected} cheaper "
                    "candidate(s) rejected" + (f" ({rejected})" if rejected else ""))
         result = replace(ver.plan, verification={**ver.to_dict(), "summary": summary})
     result = replace(result, warnings=result.warnings + warnings, extra=extra)
-    console.print(plan_renderable(result))
-    if json_path is not None:
-        write_plan(result, json_path)
-        console.print(f"Plan file written to {json_path}")
+    output_plan(result, json_path)

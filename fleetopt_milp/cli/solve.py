@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -25,7 +26,7 @@ from . import (
     WorkloadOpt,
     _scenario,
     app,
-    console,
+    output_plan,
 )
 
 
@@ -95,17 +96,18 @@ def solve(
     from ..hardware import profile_warnings, resolve_profile
     from ..milp import FleetProblem, solve_max_rate
     from ..milp import solve as run_solve
-    from ..plan import write_plan
-    from ..report import plan_renderable
 
     if objective not in ("cost", "rate"):
         raise FleetOptError(f"--objective {objective!r}: use cost or rate")
+    if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise FleetOptError(f"--time-limit-s {time_limit_s}: must be a positive, finite number "
+                            "of seconds (leave it out for no limit)")
     names = [g.strip() for g in (gpus if gpus is not None else gpu).split(",") if g.strip()]
     if not names:
         raise FleetOptError("--gpus: give at least one GPU type, e.g. --gpus H100,A100")
     sc, warnings, cat = _scenario(workload, rate, slo_ms, percentile, names[0], model, tp,
                              long_context, gamma_max, compressible, rho_max, compression_ms,
-                             paper_compat, catalog)
+                             paper_compat, catalog, validate=False)
     profiles = [sc.profile] + [resolve_profile(cat, n, model, tp) for n in names[1:]]
     for p in profiles[1:]:
         warnings += tuple(profile_warnings(p, cat))
@@ -119,12 +121,4 @@ def solve(
     else:
         result = run_solve(problem, time_limit_s=time_limit_s)
     result = replace(result, warnings=result.warnings + warnings)
-    console.print(plan_renderable(result))
-    if objective == "rate":
-        s = result.solver
-        console.print(f"Highest rate within ${s['budget_usd_per_hour']:,.2f}/h: "
-                      f"{s['rate_rps']:,.1f} req/s ({s['rate_upper_rps']:,.1f} req/s is "
-                      f"infeasible; {len(s['steps'])} MILPs).", markup=False)
-    if json_path is not None:
-        write_plan(result, json_path)
-        console.print(f"Plan file written to {json_path}")
+    output_plan(result, json_path)
