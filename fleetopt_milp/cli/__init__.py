@@ -77,6 +77,8 @@ def _scenario(workload: str, rate: float, slo_ms: float, percentile: float, gpu:
     from ..scenario import Scenario
     from ..workload import load_workload
 
+    check_count("--tp", tp, 1)
+    check_count("--long-context", long_context, 1)
     cat = load_catalog(catalog)
     profile = resolve_profile(cat, gpu, model, tp)
     wl = load_workload(workload)
@@ -165,7 +167,7 @@ def main() -> None:
     except click_exc.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
-        _fail(f"error: {exc.format_message()}{where}")
+        _fail(f"error: {exc.format_message().rstrip('.')}{where}")
     except (typer_exc.Abort, KeyboardInterrupt):
         _fail("aborted")
     if isinstance(code, int) and code:  # typer.Exit(code) from a command
