@@ -396,7 +396,8 @@ class Workload:
         Either ``factor`` as given (>= 1; 1 plans for the mean), or, with ``window_s``, from
         this workload's trace: time-scaled to ``rate_rps``, its busiest ``window_s``-second
         window over its mean rate (:meth:`Trace.busiest_window_rate_rps`; the window is in
-        the scaled timeline), at least 1. Raises :class:`WorkloadError` naming the option.
+        the scaled timeline, and must hold at least one mean arrival), at least 1. Raises
+        :class:`WorkloadError` naming the option.
         """
         if not (math.isfinite(factor) and factor >= 1.0):
             raise WorkloadError(f"--peak-factor {factor}: must be a finite number >= 1 "
@@ -414,6 +415,12 @@ class Workload:
         if not (math.isfinite(rate_rps) and rate_rps > 0):
             raise WorkloadError(f"rate_rps={rate_rps}: the arrival rate must be positive "
                                 "(--rate)")
+        if window_s * rate_rps < 1.0:
+            raise WorkloadError(
+                f"--peak-window-s {window_s:g}: shorter than one mean gap between arrivals "
+                f"({1.0 / rate_rps:.3g} s at {rate_rps:g} req/s), so the busiest window "
+                "would count coincident arrivals and grow without bound; use a window of at "
+                f"least {1.0 / rate_rps:.3g} s (typically seconds)")
         scaled = self.trace.scaled_to_rate(rate_rps)
         return max(1.0, scaled.busiest_window_rate_rps(window_s) / rate_rps)
 

@@ -371,3 +371,18 @@ def test_long_context_advice_is_accepted(args):
 
 def test_window_beyond_the_profile_names_its_limit():
     fleetopt("plan", "--long-context", str(1 << 24)).one_line_error("leaves no KV slot")
+
+
+def test_peak_factor_from_the_trace():
+    from fleetopt_milp.workload import load_workload
+
+    wl = load_workload("azure-code")
+    scaled = wl.trace.scaled_to_rate(200.0)
+    assert wl.peak_factor(200.0, window_s=5.0) == pytest.approx(
+        scaled.busiest_window_rate_rps(5.0) / 200.0)
+    assert wl.peak_factor(200.0, 1.5) == 1.5
+    # A window holding less than one mean arrival counts coincidences: refused.
+    fleetopt("plan", "--workload", "azure-code", "--rate", "200", "--peak-window-s",
+             "1e-9").one_line_error("shorter than one mean gap")
+    fleetopt("plan", "--workload", "lmsys", "--peak-window-s", "5").one_line_error(
+        "has no timestamps")
