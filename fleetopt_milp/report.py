@@ -99,7 +99,8 @@ def plan_renderable(plan: Plan) -> Group:
             parts.append(Text(f"Highest rate within ${num(s.get('budget_usd_per_hour'), ',.2f')}"
                               f"/h: {num(s.get('rate_rps'), ',.1f')} req/s "
                               f"({num(s.get('rate_upper_rps'), ',.1f')} req/s is infeasible; "
-                              f"{len(s.get('steps', ()))} MILPs)."))
+                              f"{len(s['steps']) if isinstance(s.get('steps'), list) else '?'}"
+                              " MILPs)."))
     if plan.verification:
         v = plan.verification
         parts.append(Text(f"Verification: {v.get('summary', v)}"))
