@@ -80,7 +80,7 @@ def plan(
     if not verify:
         result = candidate_plans(sc, 1)[0]
     else:
-        from ..simulator import verify_candidates as run_verify
+        from ..certification import verify_candidates as run_verify
 
         cands = candidate_plans(sc, verify_candidates)
         ver = run_verify(cands, sc.workload, max_candidates=verify_candidates,

@@ -45,11 +45,11 @@ def simulate(
     """Simulate a plan: utilization, TTFT, waits and SLO misses beside the model's values."""
     import json
 
+    from ..certification import certification_from
     from ..files import write_text_atomic
     from ..hardware import load_catalog
     from ..plan import read_plan
     from ..report import simulation_renderable
-    from ..simulator import certification_from
     from ..simulator import simulate as run_simulation
 
     check_count("--seed", seed, 0)
