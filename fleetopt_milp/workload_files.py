@@ -270,6 +270,15 @@ def _read_lengths_csv(text: str, label: str) -> tuple[np.ndarray, np.ndarray]:
     return _lengths_rule(inp, out, lines, header[ii], header[io_], label)
 
 
+def _parse_json(text: str, label: str, hint: str, line_no: int | None = None) -> Any:
+    """``json.loads(text)``; a syntax error names the file, the line and ``hint``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise WorkloadError(f"{label}: line {line_no or err.lineno}: not valid JSON "
+                            f"({err.msg}); {hint}") from None
+
+
 def _read_mooncake(text: str, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(arrival_s, input, output)`` of a Mooncake JSONL trace (``timestamp`` in ms)."""
     values: list[tuple[float, float, float]] = []
@@ -278,13 +287,8 @@ def _read_mooncake(text: str, label: str) -> tuple[np.ndarray, np.ndarray, np.nd
     for line_no, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise WorkloadError(
-                f"{label}: line {line_no}: not valid JSON ({err.msg}); each line must be one "
-                f"object like {example}"
-            ) from None
+        record = _parse_json(raw, label, f"each line must be one object like {example}",
+                             line_no)
         if not isinstance(record, dict):
             raise WorkloadError(
                 f"{label}: line {line_no}: expected a JSON object like {example}, got "
@@ -330,13 +334,7 @@ def _read_mooncake(text: str, label: str) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def _read_cdf_json(text: str, label: str) -> list[Any]:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise WorkloadError(
-            f"{label}: line {err.lineno}: not valid JSON ({err.msg}); a CDF file holds "
-            f"[[tokens, cumulative_fraction], ...]"
-        ) from None
+    raw = _parse_json(text, label, "a CDF file holds [[tokens, cumulative_fraction], ...]")
     if isinstance(raw, dict):
         if "cdf" not in raw:
             raise WorkloadError(
