@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .errors import FleetOptError
+from .errors import FleetOptError, InfeasibleError
 from .plan import Plan
 from .simulator import Estimate, GroupStats, SimulationResult, _num, simulate
 from .workload import Workload, load_workload
 
 __all__ = ["STEADY_SERVICE_TIMES", "STEADY_TAIL_REQUESTS", "PoolVerdict", "Certification",
            "steady_state_gaps", "certification_from", "certify", "Verification",
-           "verify_candidates"]
+           "verify_candidates", "verified_plan"]
 
 
 #: Certification needs, per pool with traffic, a measured run (after the warm-up) of at
@@ -236,3 +236,25 @@ def verify_candidates(candidate_plans: Iterable[Plan], workload: Workload | str 
         rejections.append((cand.usd_per_hour, cert.failing or tuple(
             f"{p} (no steady state)" for p in cert.unsteady)))
     return Verification(None, None, checked, len(rejections), tuple(rejections))
+
+
+def verified_plan(candidate_plans: Iterable[Plan], workload: Workload | str | None = None,
+                  *, max_candidates: int = 10, fidelity: str = "slot",
+                  **simulate_kwargs) -> Plan:
+    """The cheapest candidate the simulator certifies (:func:`verify_candidates`), with the
+    verification record (and a one-line ``summary``) in :attr:`Plan.verification`.
+
+    Raises :class:`InfeasibleError` (binding ``"simulation"``) when none of the candidates
+    tried is certified, naming each rejected one and why.
+    """
+    ver = verify_candidates(candidate_plans, workload, max_candidates=max_candidates,
+                            fidelity=fidelity, **simulate_kwargs)
+    rejected = "; ".join(f"${u:,.2f}/h fails in {', '.join(f)}" for u, f in ver.rejections)
+    if ver.plan is None:
+        raise InfeasibleError(
+            f"none of the {ver.checked} cheapest candidates meets the SLO in {fidelity} "
+            f"simulation ({rejected}); raise --verify-requests (runs with no steady state) or "
+            "--verify-candidates, or relax the SLO", binding="simulation")
+    summary = (f"{fidelity} simulation certifies this plan; {ver.rejected} cheaper "
+               "candidate(s) rejected" + (f" ({rejected})" if rejected else ""))
+    return replace(ver.plan, verification={**ver.to_dict(), "summary": summary})

@@ -386,3 +386,9 @@ def test_peak_factor_from_the_trace():
              "1e-9").one_line_error("shorter than one mean gap")
     fleetopt("plan", "--workload", "lmsys", "--peak-window-s", "5").one_line_error(
         "has no timestamps")
+
+
+def test_verify_never_confirms_a_run_without_steady_state():
+    line = fleetopt("plan", *LMSYS, "--verify", "--verify-requests", "2000",
+                    "--verify-candidates", "2").one_line_error("infeasible (simulation)")
+    assert line.count("(no steady state)") >= 2 and "--verify-requests" in line

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InfeasibleError
 from . import (
     CatalogOpt,
     CompMsOpt,
@@ -80,20 +79,10 @@ def plan(
     if not verify:
         result = candidate_plans(sc, 1)[0]
     else:
-        from ..certification import verify_candidates as run_verify
+        from ..certification import verified_plan
 
-        cands = candidate_plans(sc, verify_candidates)
-        ver = run_verify(cands, sc.workload, max_candidates=verify_candidates,
-                         n_requests=verify_requests, fidelity=verify_fidelity, seed=seed)
-        rejected = "; ".join(f"${u:,.2f}/h fails in {', '.join(f)}" for u, f in ver.rejections)
-        if ver.plan is None:
-            raise InfeasibleError(
-                f"none of the {ver.checked} cheapest candidates meets the SLO in "
-                f"{verify_fidelity} simulation ({rejected}); raise --verify-requests (runs "
-                "with no steady state) or --verify-candidates, or relax the SLO",
-                binding="simulation")
-        summary = (f"{verify_fidelity} simulation certifies this plan; {ver.rejected} cheaper "
-                   "candidate(s) rejected" + (f" ({rejected})" if rejected else ""))
-        result = replace(ver.plan, verification={**ver.to_dict(), "summary": summary})
+        result = verified_plan(candidate_plans(sc, verify_candidates), sc.workload,
+                               max_candidates=verify_candidates, n_requests=verify_requests,
+                               fidelity=verify_fidelity, seed=seed)
     result = replace(result, warnings=result.warnings + warnings, extra=extra)
     output_plan(result, json_path)
