@@ -4,7 +4,8 @@ Every file the package writes (plan files, simulation results) goes through
 :func:`write_text_atomic`: the text is written to a temporary file in the target's folder,
 flushed to disk, then renamed over the target with :func:`os.replace`. A reader therefore
 sees either the previous file or the complete new one, never a truncated file, even when
-the write is cut short (full disk, killed process). Failures raise
+the write is cut short (full disk, killed process). Devices and pipes (``/dev/stdout``)
+are written in place. Failures raise
 :class:`~fleetopt_milp.errors.FleetOptError` naming the path, the cause (from ``errno``)
 and the fix.
 """
@@ -48,22 +49,25 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str = "file
     target = Path(path)
     if target.is_dir():
         raise _error(target, what, OSError(errno.EISDIR, os.strerror(errno.EISDIR)))
-    folder = target.parent
+    if target.exists() and not target.is_file():
+        return _write_special(target, text, what)
+    real = Path(os.path.realpath(target))  # through a symlink: replace the file it names
+    folder = real.parent
     data = text.encode("utf-8")
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        if target.exists():  # keep the permissions of the file being replaced
-            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        if real.exists():  # keep the permissions of the file being replaced
+            os.chmod(tmp, real.stat().st_mode & 0o7777)
         else:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
+        os.replace(tmp, real)
         tmp = None
     except OSError as exc:
         raise _error(target, what, exc) from None
@@ -73,4 +77,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str = "file
                 os.unlink(tmp)
             except OSError:
                 pass
+    return target
+
+
+def _write_special(target: Path, text: str, what: str) -> Path:
+    """Write to a device or pipe (``/dev/stdout``, ``/dev/null``, a FIFO) in place: it
+    cannot be replaced by a rename, and it holds no previous file to protect."""
+    try:
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+    except OSError as exc:
+        raise _error(target, what, exc) from None
     return target

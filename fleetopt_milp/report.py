@@ -30,6 +30,15 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%" if abs(x) >= 5e-4 else "0.0%"
 
 
+def _share(x: float) -> str:
+    """A share as a percentage that never rounds a positive share to zero."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    if x == 0 or x >= 1e-4:
+        return f"{100 * x:.2f}%"
+    return "<0.01%"
+
+
 def plan_renderable(plan: Plan) -> Group:
     """The plan as rich renderables: a headline, the pools, and the baselines with savings."""
     q = f"P{plan.percentile:g}"
@@ -63,7 +72,7 @@ def plan_renderable(plan: Plan) -> Group:
                 p.role if first else "", f"({p.lo_tokens:,}, {p.context_tokens:,}]" if first else "",
                 a.profile, str(a.tp), str(a.instances), str(a.gpus),
                 f"{a.rate_rps:,.1f}", _pct(a.utilization), f"{a.p99_ttft_ms:,.0f}",
-                f"{100 * a.slo_miss_share:.2f}%", fmt_usd(a.usd_per_hour),
+                _share(a.slo_miss_share), fmt_usd(a.usd_per_hour),
                 fmt_usd(a.usd_per_hour * HOURS_PER_YEAR))
     pools.add_row("fleet", "", "", "", str(plan.instances), str(plan.gpus), f"{plan.rate_rps:,.1f}",
                   "", "", "", fmt_usd(plan.usd_per_hour), fmt_usd(plan.usd_per_year),

@@ -392,3 +392,25 @@ def test_verify_never_confirms_a_run_without_steady_state():
     line = fleetopt("plan", *LMSYS, "--verify", "--verify-requests", "2000",
                     "--verify-candidates", "2").one_line_error("infeasible (simulation)")
     assert line.count("(no steady state)") >= 2 and "--verify-requests" in line
+
+
+def test_catalogue_profile_with_an_impossible_tp(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[profiles.y]\ngpu = "H100-80GB"\nmodel = "Llama-3-70B"\ntp = 3\nw_ms = 4\n'
+                    'h_ms = 0.1\ncalib_tokens = 8192\nchunk_tokens = 1024\nkv_blocks = 60000\n'
+                    'block_tokens = 16\nmax_slots = 128\n')
+    line = fleetopt("plan", "--catalog", path, "--gpu", "y").one_line_error(str(path))
+    assert "tp=3" in line and "the profile's tp field" in line
+
+
+def test_devices_and_symlinks(tmp_path, plan_file):
+    """/dev/full is a full disk; a device is written in place, never replaced by a file."""
+    fleetopt("plan", *LMSYS, "--json", "/dev/full").one_line_error("disk is full")
+    assert fleetopt("plan", *LMSYS, "--json", "/dev/null").code == 0
+    assert not os.path.isfile("/dev/null") and not os.path.isfile("/dev/full")
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write_plan(read_plan(plan_file), link)
+    assert link.is_symlink() and read_plan(real).usd_per_hour == read_plan(plan_file).usd_per_hour
