@@ -95,6 +95,7 @@ def solve(
 
     from ..hardware import profile_warnings, resolve_profile
     from ..milp import FleetProblem, solve_max_rate
+    from ..scenario import MAX_FLEET_INSTANCES
     from ..milp import solve as run_solve
 
     if objective not in ("cost", "rate"):
@@ -111,6 +112,14 @@ def solve(
     profiles = [sc.profile] + [resolve_profile(cat, n, model, tp) for n in names[1:]]
     for p in profiles[1:]:
         warnings += tuple(profile_warnings(p, cat))
+    if objective == "rate" and budget is not None and math.isfinite(budget):
+        cheapest = min(profiles, key=lambda p: p.usd_per_instance_hour)
+        most = budget / cheapest.usd_per_instance_hour
+        if most > MAX_FLEET_INSTANCES:
+            raise FleetOptError(
+                f"--budget-usd-per-hour {budget:g} buys up to {most:.3g} instances of "
+                f"{cheapest.name}, more than the {MAX_FLEET_INSTANCES:.0e} this planner sizes; "
+                "lower the budget")
     problem = FleetProblem(
         scenario=sc, profiles=tuple(profiles), max_pools=pools,
         max_gpus=_gpu_caps(max_gpus, cat, profiles), max_total_gpus=max_total_gpus,
