@@ -95,8 +95,8 @@ def solve(
 
     from ..hardware import profile_warnings, resolve_profile
     from ..milp import FleetProblem, solve_max_rate
-    from ..scenario import MAX_FLEET_INSTANCES
     from ..milp import solve as run_solve
+    from ..scenario import MAX_FLEET_INSTANCES
 
     if objective not in ("cost", "rate"):
         raise FleetOptError(f"--objective {objective!r}: use cost or rate")
