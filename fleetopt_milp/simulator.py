@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -822,7 +823,14 @@ def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:
         return list(pool.map(_run, jobs))
 
 
+#: A Dask scheduler address: ``[protocol://]host:port``.
+_SCHEDULER_ADDRESS = re.compile(r"^(?:[a-z]+://)?(?:\[[0-9a-fA-F:]+\]|[\w.\-]+):\d{1,5}$")
+
+
 def _map_dask(jobs: list[_Job], scheduler) -> list[dict]:
+    if isinstance(scheduler, str) and not _SCHEDULER_ADDRESS.match(scheduler):
+        raise FleetOptError(f"scheduler={scheduler!r}: not a Dask scheduler address; give "
+                            "tcp://host:port (--scheduler)")
     try:
         import dask
         from dask.distributed import Client
@@ -835,7 +843,7 @@ def _map_dask(jobs: list[_Job], scheduler) -> list[dict]:
         if own:
             try:
                 client = Client(scheduler, timeout="20s", set_as_default=False)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:
                 raise FleetOptError(f"scheduler={scheduler}: cannot reach the Dask scheduler "
                                     f"({exc}); start one with `dask scheduler` or drop "
                                     "--scheduler") from None

@@ -113,7 +113,7 @@ def test_solve_options(option, value):
     ("--rate", "nan"), ("--rate", "-1"), ("--rate", "0"), ("--rate", "inf"),
     ("--rate-scale", "nan"), ("--rate-scale", "0"), ("--requests", "-1"),
     ("--requests", "50"), ("--replications", "0"), ("--workers", "0"), ("--max-batch", "0"),
-    ("--seed", "-1"), ("--fidelity", "fast"),
+    ("--seed", "-1"), ("--fidelity", "fast"), ("--scheduler", "foo"),
 ])
 def test_simulate_options(plan_file, option, value):
     fleetopt("simulate", plan_file, "--requests", "5000", option, value).one_line_error()
