@@ -103,9 +103,10 @@ def output_plan(result, json_path: Path | None) -> None:
     from ..report import plan_renderable
 
     result = result.checked()
+    if json_path is not None:  # saved first: a broken terminal cannot lose the result
+        write_plan(result, json_path)
     console.print(plan_renderable(result))
     if json_path is not None:
-        write_plan(result, json_path)
         console.print(f"Plan file written to {json_path}", markup=False)
 
 

@@ -59,11 +59,12 @@ def simulate(
                          seed=seed, fidelity=fidelity, workers=workers, scheduler=scheduler,
                          max_batch=max_batch, catalog=load_catalog(catalog))
     cert = certification_from(res)
-    console.print(simulation_renderable(res, cert))
-    if json_path is not None:
+    if json_path is not None:  # saved first: a broken terminal cannot lose the result
         d = res.to_dict() | {"certification": cert.to_dict()}
         write_text_atomic(json_path, json.dumps(d, indent=2, allow_nan=False) + "\n",
                           "simulation results")
+    console.print(simulation_renderable(res, cert))
+    if json_path is not None:
         console.print(f"Results written to {json_path}", markup=False)
     if certify and not cert.certified:
         raise typer.Exit(1)
