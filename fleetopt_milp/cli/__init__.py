@@ -170,7 +170,8 @@ def main() -> None:
         where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
         _fail(f"error: {exc.format_message().rstrip('.')}{where}")
     except (typer_exc.Abort, KeyboardInterrupt):
-        _fail("aborted")
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
     if isinstance(code, int) and code:  # typer.Exit(code) from a command
         sys.exit(code)
 
