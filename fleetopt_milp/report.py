@@ -27,7 +27,14 @@ def fmt_usd(x: float) -> str:
 def _pct(x: float) -> str:
     if x is None or not math.isfinite(x):
         return "-"
-    return f"{100 * x:.1f}%" if abs(x) >= 5e-4 else "0.0%"
+    if x == 0 or abs(x) >= 5e-4:
+        return f"{100 * x:.1f}%"
+    return "<0.1%" if x > 0 else ">-0.1%"  # never a positive share shown as zero
+
+
+def _rate(x: float) -> str:
+    """A rate in req/s: one decimal, or two significant digits when that would read 0.0."""
+    return f"{x:,.1f}" if x == 0 or abs(x) >= 0.05 else f"{x:.2g}"
 
 
 def _share(x: float) -> str:
@@ -49,7 +56,7 @@ def plan_renderable(plan: Plan) -> Group:
         f" · method {plan.method}" + (" · paper-compat" if plan.paper_compat else ""),
     )
     if plan.extra.get("peak_factor", 1.0) != 1.0:
-        head.append(f"\nPlanned for {plan.rate_rps:,.1f} req/s: a peak factor of "
+        head.append(f"\nPlanned for {_rate(plan.rate_rps)} req/s: a peak factor of "
                     f"{plan.extra['peak_factor']:.2f} over the mean {plan.extra['mean_rate_rps']:g}"
                     " req/s")
     if plan.boundary_tokens is not None and plan.gamma > 1:
@@ -71,10 +78,10 @@ def plan_renderable(plan: Plan) -> Group:
             pools.add_row(
                 p.role if first else "", f"({p.lo_tokens:,}, {p.context_tokens:,}]" if first else "",
                 a.profile, str(a.tp), str(a.instances), str(a.gpus),
-                f"{a.rate_rps:,.1f}", _pct(a.utilization), f"{a.p99_ttft_ms:,.0f}",
+                _rate(a.rate_rps), _pct(a.utilization), f"{a.p99_ttft_ms:,.0f}",
                 _share(a.slo_miss_share), fmt_usd(a.usd_per_hour),
                 fmt_usd(a.usd_per_hour * HOURS_PER_YEAR))
-    pools.add_row("fleet", "", "", "", str(plan.instances), str(plan.gpus), f"{plan.rate_rps:,.1f}",
+    pools.add_row("fleet", "", "", "", str(plan.instances), str(plan.gpus), _rate(plan.rate_rps),
                   "", "", "", fmt_usd(plan.usd_per_hour), fmt_usd(plan.usd_per_year),
                   style="bold")
     base = Table(title="Against the baselines", title_justify="left")
@@ -140,7 +147,7 @@ def simulation_renderable(result, certification) -> Group:
     """A simulation (:class:`~fleetopt_milp.simulator.SimulationResult`) beside the model's
     values, one row per pool and the fleet, then the certification verdict and notes."""
     r, cert = result, certification
-    table = Table(title=(f"Simulation ({r.fidelity}, {r.arrivals} at {r.rate_rps:.1f} "
+    table = Table(title=(f"Simulation ({r.fidelity}, {r.arrivals} at {_rate(r.rate_rps)} "
                          f"req/s, {r.replications} x {r.n_requests:,} requests, "
                          f"± {r.confidence:.0%} interval by {r.ci_method})"))
     for col in ("pool", "requests", "utilization", "model", "P99 TTFT ms", "model",
