@@ -415,3 +415,11 @@ def test_devices_and_symlinks(tmp_path, plan_file):
     link.symlink_to(real)
     write_plan(read_plan(plan_file), link)
     assert link.is_symlink() and read_plan(real).usd_per_hour == read_plan(plan_file).usd_per_hour
+
+
+def test_tiny_rates_and_shares_are_not_printed_as_zero():
+    r = fleetopt("plan", "--rate", "1e-3")
+    assert r.code == 0, r.err
+    row = next(ln for ln in r.out.splitlines() if ln.startswith("│ homogeneous"))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[6] == "0.001" and cells[7] == "<0.1%"
