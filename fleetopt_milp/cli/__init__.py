@@ -39,22 +39,31 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
 
 
 class _LazyConsole:
-    """The rich console for tables, created on first use (rich is slow to import)."""
+    """A rich console created on first use (rich is slow to import); ``stderr`` for the
+    error console."""
 
-    _console = None
+    def __init__(self, stderr: bool = False):
+        self._stderr = stderr
+        self._console = None
 
     def __getattr__(self, name: str):
-        if _LazyConsole._console is None:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._console is None:
             from rich.console import Console
 
-            console = Console()
-            if not console.is_terminal:  # piped or captured: do not squeeze tables to 80 columns
-                console = Console(width=150)
-            _LazyConsole._console = console
-        return getattr(_LazyConsole._console, name)
+            if self._stderr:
+                self._console = Console(stderr=True, soft_wrap=True)
+            else:
+                console = Console()
+                if not console.is_terminal:  # piped or captured: do not squeeze tables
+                    console = Console(width=150)
+                self._console = console
+        return getattr(self._console, name)
 
 
 console = _LazyConsole()
+err_console = _LazyConsole(stderr=True)
 
 
 @app.callback()
