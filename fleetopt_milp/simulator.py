@@ -823,8 +823,8 @@ def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:
         return list(pool.map(_run, jobs))
 
 
-#: A Dask scheduler address: ``[protocol://]host:port``.
-_SCHEDULER_ADDRESS = re.compile(r"^(?:[a-z]+://)?(?:\[[0-9a-fA-F:]+\]|[\w.\-]+):\d{1,5}$")
+#: A Dask scheduler address: ``protocol://...`` (Dask parses the rest) or ``host:port``.
+_SCHEDULER_ADDRESS = re.compile(r"^(?:[a-z]+://\S+|(?:\[[0-9a-fA-F:]+\]|[\w.\-]+):\d{1,5})$")
 
 
 def _map_dask(jobs: list[_Job], scheduler) -> list[dict]:
