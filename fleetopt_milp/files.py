@@ -52,6 +52,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, what: str = "file
     if target.exists() and not target.is_file():
         return _write_special(target, text, what)
     real = Path(os.path.realpath(target))  # through a symlink: replace the file it names
+    if real.exists() and not os.access(real, os.W_OK):  # a read-only file stays as it is
+        raise _error(target, what, OSError(errno.EACCES, os.strerror(errno.EACCES)))
     folder = real.parent
     data = text.encode("utf-8")
     tmp = None
