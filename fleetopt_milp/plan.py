@@ -277,14 +277,16 @@ class _Checker:
                 return None
             self.fail(name, f"must be {_KIND_TEXT[base]}, got null")
         if base == "str" and not isinstance(v, str):
-            self.fail(name, f"must be a string, got {v!r}")
+            self.fail(name, f"must be a string, got {_show(v)}")
         if base == "bool" and not isinstance(v, bool):
-            self.fail(name, f"must be true or false, got {v!r}")
+            self.fail(name, f"must be true or false, got {_show(v)}")
         if base == "dict" and not isinstance(v, dict):
-            self.fail(name, f"must be an object or null, got {v!r}")
+            self.fail(name, f"must be an object or null, got {_show(v)}")
         if base in ("num", "int"):
             if isinstance(v, bool) or not isinstance(v, int | float):
-                self.fail(name, f"must be {_KIND_TEXT[base]}, got {v!r}")
+                self.fail(name, f"must be {_KIND_TEXT[base]}, got {_show(v)}")
+            if isinstance(v, int) and abs(v) >= _MAX_INT:
+                self.fail(name, f"{_show(v)} is too large (at most {_MAX_INT - 1})")
             if not math.isfinite(v):
                 self.fail(name, f"must be a finite number, got {v!r}")
             if base == "int" and not float(v).is_integer():
@@ -301,7 +303,7 @@ class _Checker:
 
     def fields(self, d, rules: dict, path: str) -> dict:
         if not isinstance(d, dict):
-            self.fail(path.rstrip(".") or "file", f"must be a JSON object, got {d!r}")
+            self.fail(path.rstrip(".") or "file", f"must be a JSON object, got {_show(d)}")
         return {k: self.value(d, k, r, path) for k, r in rules.items() if k in d or r[-1]}
 
     def total(self, d: dict, key: str, path: str, want: float, whole: bool) -> None:
@@ -317,8 +319,17 @@ class _Checker:
         v = d.get(key)
         if not isinstance(v, list | tuple) or (nonempty and not v):
             self.fail(f"{path}{key}", "must be a non-empty list" if nonempty else "must be a "
-                      f"list, got {v!r}")
+                      f"list, got {_show(v)}")
         return list(v)
+
+
+_MAX_INT = 2**63  # counts and token lengths are int64 downstream
+
+
+def _show(v, width: int = 60) -> str:
+    """A value for an error line: its repr, cut to ``width`` characters."""
+    text = repr(v)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 _KIND_TEXT = {"num": "a number", "int": "a whole number", "str": "a string",

@@ -185,6 +185,9 @@ PLAN_EDITS = [
     (_set("pools.0.allocations", "none"), "allocations: must be a non-empty list"),
     (_set("pools.0", 7), "pools[0]: must be a JSON object"),
     (_set("paper_compat", "no"), "paper_compat: must be true or false"),
+    (_set("pools.0.allocations.0.instances", 10**400), "instances: 1000000000000000000000"),
+    (_set("rate_rps", 10**400), "rate_rps: 1000000000000000000000"),
+    (_set("model", ["x"] * 1000), "model: must be a string, got ['x', 'x',"),
 ]
 
 
