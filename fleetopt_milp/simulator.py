@@ -926,6 +926,26 @@ def _check_counts(**values: tuple) -> None:
                                 f"(--{name.replace('_', '-')})")
 
 
+#: Memory one simulated request takes in a replication (its arrays and temporaries), bytes.
+BYTES_PER_REQUEST = 256
+
+
+def _check_memory(n_requests: int | None) -> None:
+    """Refuse a replication larger than this machine's memory could hold."""
+    if n_requests is None:
+        return
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return
+    if n_requests * BYTES_PER_REQUEST > memory:
+        raise FleetOptError(
+            f"n_requests={n_requests:,}: one replication would need about "
+            f"{n_requests * BYTES_PER_REQUEST / 1e9:,.3g} GB, more than this machine's "
+            f"{memory / 1e9:,.3g} GB; use at most {memory // BYTES_PER_REQUEST:,} requests "
+            "per replication and more --replications")
+
+
 def _check_window(fleet: FleetSpec, longest: int) -> None:
     """Refuse requests longer than the last window: no pool can serve them."""
     last = fleet.windows_tokens[-1]
@@ -988,6 +1008,7 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
         raise FleetOptError(f"fidelity={fidelity!r}: use one of {', '.join(FIDELITIES)}")
     _check_counts(seed=(seed, 0), n_requests=(n_requests, 1), replications=(replications, 1),
                   batches=(batches, 1), workers=(workers, 1), max_batch=(max_batch, 1))
+    _check_memory(n_requests)
     is_plan = isinstance(plan, Plan)
     fleet = fleet_from_plan(plan, catalog, max_batch) if is_plan else plan.validated()
     if not is_plan and max_batch is not None:

@@ -114,6 +114,7 @@ def test_solve_options(option, value):
     ("--rate-scale", "nan"), ("--rate-scale", "0"), ("--requests", "-1"),
     ("--requests", "50"), ("--replications", "0"), ("--workers", "0"), ("--max-batch", "0"),
     ("--seed", "-1"), ("--fidelity", "fast"), ("--scheduler", "foo"),
+    ("--requests", str(10**30)),
 ])
 def test_simulate_options(plan_file, option, value):
     fleetopt("simulate", plan_file, "--requests", "5000", option, value).one_line_error()

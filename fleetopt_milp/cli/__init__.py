@@ -178,6 +178,9 @@ def main() -> None:
         ctx = getattr(exc, "ctx", None)
         where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
         _fail(f"error: {exc.format_message().rstrip('.')}{where}")
+    except MemoryError:
+        _fail("error: out of memory; ask for a smaller run (fewer --requests, a shorter "
+              "trace) or use a machine with more memory")
     except (typer_exc.Abort, KeyboardInterrupt):
         sys.stderr.write("interrupted\n")
         sys.exit(130)
