@@ -102,7 +102,7 @@ def test_large_but_representable_rate_gives_a_sound_plan(tmp_path):
     ("--max-total-gpus", "-1"), ("--budget-usd-per-hour", "nan"),
     ("--budget-usd-per-hour", "-5"), ("--rate", "1e22"), ("--compression-ms", "nan"),
     ("--objective", "speed"), ("--max-gpus", "H100=-1"), ("--mix", "some"),
-    ("--budget-usd-per-hour", "1e30 --objective rate"),
+    ("--budget-usd-per-hour", "1e30 --objective rate"), ("--min-instances", str(10**30)),
 ])
 def test_solve_options(option, value):
     """``--time-limit-s nan`` used to report "optimal"; negative ones gave a traceback."""

@@ -178,6 +178,8 @@ def main() -> None:
         ctx = getattr(exc, "ctx", None)
         where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
         _fail(f"error: {exc.format_message().rstrip('.')}{where}")
+    except OverflowError as exc:  # a value no field check bounded: still one line
+        _fail(f"error: a number is too large to compute with ({exc}); use smaller values")
     except MemoryError:
         _fail("error: out of memory; ask for a smaller run (fewer --requests, a shorter "
               "trace) or use a machine with more memory")

@@ -112,6 +112,11 @@ def solve(
     profiles = [sc.profile] + [resolve_profile(cat, n, model, tp) for n in names[1:]]
     for p in profiles[1:]:
         warnings += tuple(profile_warnings(p, cat))
+    for option, value in (("--min-instances", min_instances),
+                          ("--max-total-gpus", max_total_gpus)):
+        if value is not None and value > MAX_FLEET_INSTANCES:
+            raise FleetOptError(f"{option} {value}: more than the {MAX_FLEET_INSTANCES:.0e} "
+                                "instances this planner sizes; use a smaller number")
     if objective == "rate" and budget is not None and math.isfinite(budget):
         cheapest = min(profiles, key=lambda p: p.usd_per_instance_hour)
         most = budget / cheapest.usd_per_instance_hour
