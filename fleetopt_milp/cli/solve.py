@@ -115,8 +115,9 @@ def solve(
     for option, value in (("--min-instances", min_instances),
                           ("--max-total-gpus", max_total_gpus)):
         if value is not None and value > MAX_FLEET_INSTANCES:
-            raise FleetOptError(f"{option} {value}: more than the {MAX_FLEET_INSTANCES:.0e} "
-                                "instances this planner sizes; use a smaller number")
+            raise FleetOptError(f"{option} {value}: beyond the {MAX_FLEET_INSTANCES:.0e} "
+                                "instances this planner sizes; use a smaller number (or "
+                                "leave --max-total-gpus out for no cap)")
     if objective == "rate" and budget is not None and math.isfinite(budget):
         cheapest = min(profiles, key=lambda p: p.usd_per_instance_hour)
         most = budget / cheapest.usd_per_instance_hour
