@@ -21,7 +21,7 @@ class Run:
         """Assert exit 2 with exactly one line on stderr containing ``needle``."""
         assert self.code == 2, (self.code, self.err, self.out[-2000:])
         assert "Traceback" not in self.err
-        lines = [ln for ln in self.err.splitlines() if not ln.startswith("warning: ")]
+        lines = self.err.splitlines()
         assert len(lines) == 1, self.err
         assert needle in lines[0], lines[0]
         return lines[0]
