@@ -162,3 +162,45 @@ def test_simulate_options(tmp_path, plan_dict, rate, scale, requests, replicatio
         if v is not None:
             args += [opt, v]
     check_contract(fleetopt("simulate", path, *args))
+
+
+# ---------------------------------------------------------------------------------------
+# The planning question through the API
+# ---------------------------------------------------------------------------------------
+
+SCENARIO_FIELDS = {
+    "rate_rps": st.floats(1e-3, 1e7), "slo_ms": st.floats(5, 1e4),
+    "percentile": st.floats(50, 99.999), "rho_max": st.floats(0.01, 1.0),
+    "compression_latency_ms": st.floats(0, 50), "gamma_max": st.floats(1, 8),
+    "compressible_share": st.floats(0, 1),
+    "long_context_tokens": st.sampled_from([65536, 65536, 131072]),
+}
+ODD_VALUES = st.one_of(st.floats(), st.sampled_from(ODD), st.integers(-5, 5),
+                       st.sampled_from([True, None, "1", 2.5]))
+
+
+@settings(FUZZ, max_examples=60, suppress_health_check=[HealthCheck.too_slow,
+                                                        HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_scenario_validated_or_sound_plan(paper_h100, lmsys, data):
+    """Every field plausible, or one of them odd: a FleetOptError (one line) or a sound plan."""
+    from fleetopt_milp.errors import FleetOptError
+    from fleetopt_milp.planner import plan
+    from fleetopt_milp.scenario import Scenario
+
+    odd = data.draw(st.sampled_from([None, None, None, *SCENARIO_FIELDS]))
+    fields = {k: data.draw(ODD_VALUES if k == odd else v) for k, v in SCENARIO_FIELDS.items()}
+    try:
+        result = plan(Scenario(lmsys, paper_h100, **fields))
+    except FleetOptError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert result.checked() is result
+    assert all(0 <= p.utilization < 1 for p in result.pools)
+
+
+@pytest.fixture(scope="module")
+def lmsys():
+    from fleetopt_milp.workload import load_workload
+
+    return load_workload("lmsys")
