@@ -7,6 +7,7 @@ re-running a script replaces only its own section (appended at the end the first
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import statistics
 import time
@@ -31,7 +32,9 @@ def write_section(name: str, body: str) -> None:
         text = head + block + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")  # temp file + rename: never truncated
+    tmp.write_text(text)
+    os.replace(tmp, RESULTS)
 
 
 def median_time_s(fn, repeats: int = 21, warmup: int = 2) -> float:

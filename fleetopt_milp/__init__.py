@@ -18,60 +18,45 @@ The public API, one module per concept:
 - :mod:`~fleetopt_milp.simulator` and :mod:`~fleetopt_milp.routing`: the discrete-event
   simulator and the C&R router.
 
-The MILP, the simulator and the router are imported on first use of their names, so
-``import fleetopt_milp`` stays light (no Pyomo, no numba).
+Every module is imported on first use of one of its names, so ``import fleetopt_milp``
+stays light (no numpy, SciPy, Pyomo or numba until needed).
 """
 
-from .demand import Moments, MomentTable, PoolParts, pool_load
+from . import plan as _plan_records  # noqa: F401  (stdlib only; see below)
 from .errors import CatalogError, FleetOptError, InfeasibleError, WorkloadError
-from .hardware import (
-    Catalog,
-    GpuSpec,
-    LlmSpec,
-    Profile,
-    default_tp,
-    load_catalog,
-    profile_warnings,
-    resolve_profile,
-    roofline_floor_ms,
-    roofline_profile,
-)
-from .plan import Allocation, FleetSummary, Plan, PoolPlan, read_plan, write_plan
-from .planner import PlanningTables, plan
-from .poolload import PoolLoad, QueueBatch
-from .queueing import (
-    PoolFigures,
-    Queue,
-    QueueMix,
-    erlang_b,
-    erlang_c,
-    pool_figures,
-    ttft_miss_probability,
-    ttft_quantile_s,
-    wait_quantile_s,
-    wait_tail,
-)
-from .scenario import Scenario, default_boundaries, gamma_grid
-from .service import ServiceModel, SlotServiceModel, register_service_model, service_model
-from .sizing import min_instances
-from .workload import (
-    Trace,
-    Workload,
-    builtin_workloads,
-    load_workload,
-    paper_split,
-    workload_from_cdf,
-    workload_from_requests,
-)
+
+# ``fleetopt_milp.plan`` is the planner's function (below, lazily), not the module of plan
+# records: the module is loaded first so that its import binds the name only now, and the
+# binding is removed. ``from fleetopt_milp.plan import Plan`` still finds the module.
+del plan  # noqa: F821
 
 __version__ = "0.1.0"
 
-# Heavy modules load on first use (PEP 562): the simulator needs numba, the MILP Pyomo.
+# Every module loads on first use of one of its names (PEP 562), so that
+# ``import fleetopt_milp`` (and the ``fleetopt`` command's start-up) stays light: numpy,
+# scipy, Pyomo and numba are imported only when a name that needs them is used.
 _LAZY = {
-    "simulator": ("simulate", "certify", "certification_from", "verify_candidates",
-                  "SimulationResult", "GroupStats", "Analytical", "Estimate", "Certification",
-                  "PoolVerdict", "Verification", "FleetSpec", "AllocationSpec",
-                  "fleet_from_plan"),
+    "demand": ("Moments", "MomentTable", "PoolParts", "pool_load"),
+    "poolload": ("PoolLoad", "QueueBatch"),
+    "hardware": ("Catalog", "GpuSpec", "LlmSpec", "Profile", "default_tp", "load_catalog",
+                 "profile_warnings", "resolve_profile", "roofline_floor_ms",
+                 "roofline_profile"),
+    "plan": ("Allocation", "FleetSummary", "Plan", "PoolPlan", "read_plan", "write_plan",
+             "check_plan_dict"),
+    "planner": ("PlanningTables", "plan"),
+    "queueing": ("PoolFigures", "Queue", "QueueMix", "erlang_b", "erlang_c", "pool_figures",
+                 "ttft_miss_probability", "ttft_quantile_s", "wait_quantile_s", "wait_tail"),
+    "sizing": ("min_instances",),
+    "service": ("ServiceModel", "SlotServiceModel", "register_service_model", "service_model"),
+    "scenario": ("Scenario", "default_boundaries", "gamma_grid"),
+    "workload": ("Trace", "Workload", "builtin_workloads", "load_workload", "paper_split",
+                 "workload_from_cdf", "workload_from_requests"),
+    "files": ("write_text_atomic",),
+    "simulator": ("simulate", "SimulationResult", "GroupStats", "Analytical", "Estimate",
+                  "FleetSpec", "AllocationSpec", "fleet_from_plan"),
+    "certification": ("certify", "certification_from", "verify_candidates", "Certification",
+                      "PoolVerdict", "Verification", "steady_state_gaps",
+                      "verified_plan"),
     "routing": ("route", "Routed"),
     "deploy": ("deployment_set", "load_kube_settings", "render", "write_deployment",
                "read_gateway_config", "DeploymentSet", "EngineDeployment", "GatewayConfig",
@@ -103,15 +88,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "Allocation", "Catalog", "CatalogError", "FleetOptError", "FleetSummary", "GpuSpec",
-    "InfeasibleError", "LlmSpec", "MomentTable", "Moments", "Plan", "PlanningTables",
-    "PoolFigures", "PoolLoad", "PoolParts", "PoolPlan", "Queue", "QueueBatch", "QueueMix",
-    "ServiceModel", "SlotServiceModel", "pool_figures", "register_service_model",
-    "service_model", "Profile", "Scenario", "Trace", "Workload", "WorkloadError",
-    "builtin_workloads", "default_boundaries", "default_tp", "erlang_b", "erlang_c",
-    "gamma_grid", "load_catalog", "load_workload", "min_instances", "paper_split", "plan",
-    "pool_load", "profile_warnings", "read_plan", "resolve_profile", "roofline_floor_ms",
-    "roofline_profile", "ttft_miss_probability", "ttft_quantile_s", "wait_quantile_s",
-    "wait_tail", "workload_from_cdf", "workload_from_requests", "write_plan",
+    "CatalogError", "FleetOptError", "InfeasibleError", "WorkloadError",
     *(n for names in _LAZY.values() for n in names),
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

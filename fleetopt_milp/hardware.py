@@ -214,6 +214,26 @@ class LlmSpec:
         """
         return tp * max(1, self.n_kv_heads // tp) / self.n_kv_heads
 
+    def check_tp(self, tp: int, where: str = "--tp") -> None:
+        """Raise :class:`FleetOptError` unless tensor parallelism ``tp`` can split the model.
+
+        As vLLM requires: the attention heads divide evenly over the ``tp`` GPUs, and the
+        KV heads either divide evenly (``tp <= n_kv_heads``) or are replicated a whole
+        number of times (``tp`` a multiple of ``n_kv_heads``). ``where`` names what to fix.
+        """
+        if self._splits(tp):
+            return
+        valid = [t for t in range(1, MAX_TP + 1) if self._splits(t)]
+        which = "attention" if self.n_heads % tp else "KV"
+        raise FleetOptError(
+            f"tp={tp}: model {self.name!r} has {self.n_heads} attention heads and "
+            f"{self.n_kv_heads} KV heads; its {which} heads cannot be split {tp} ways; use tp "
+            f"in {', '.join(map(str, valid))} ({where})")
+
+    def _splits(self, tp: int) -> bool:
+        kv = self.n_kv_heads
+        return self.n_heads % tp == 0 and (kv % tp == 0 or tp % kv == 0)
+
 
 # ---------------------------------------------------------------------------------------
 # Profile
@@ -499,6 +519,7 @@ def roofline_profile(
     """
     _check_int("roofline_profile", tp=tp, block_tokens=block_tokens, max_slots=max_slots,
                calib_tokens=calib_tokens)
+    model.check_tp(tp)
     for key, v in (("bandwidth_efficiency", bandwidth_efficiency),
                    ("memory_utilization", memory_utilization)):
         if not 0 < v <= 1:
@@ -884,6 +905,12 @@ def load_catalog(extra_paths: Sequence[Path | str] = ()) -> Catalog:
             kw["usd_per_gpu_hour"] = g.usd_per_gpu_hour
         kw.setdefault("source", "user")
         profiles[name] = build("profiles", Profile, name, kw, path)
+        llm = partial.find_llm(kw["model"])
+        if llm is not None:  # a model the catalogue knows: its heads must split tp ways
+            try:
+                llm.check_tp(profiles[name].tp, "the profile's tp field")
+            except FleetOptError as exc:
+                raise CatalogError(f"{where}: {exc}") from None
 
     _check_alias_clashes(gpus, "GPU")
     _check_alias_clashes(llms, "model")

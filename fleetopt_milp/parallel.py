@@ -9,6 +9,7 @@ pool, or on Dask. Workers need fleetopt_milp importable.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -20,11 +21,17 @@ from .errors import FleetOptError
 
 __all__ = ["dask_client", "as_completed_map"]
 
+#: ``protocol://address`` (tcp, tls, inproc, ...) or ``host:port``.
+_SCHEDULER_ADDRESS = re.compile(r"^(?:[a-z]+://\S+|(?:\[[0-9a-fA-F:]+\]|[\w.\-]+):\d{1,5})$")
+
 
 @contextmanager
 def dask_client(scheduler):
     """A ``dask.distributed.Client`` for ``scheduler`` (address ``tcp://host:port`` or a
     Client, which is used as is and left open); spill files go to a private temp dir."""
+    if isinstance(scheduler, str) and not _SCHEDULER_ADDRESS.match(scheduler):
+        raise FleetOptError(f"scheduler={scheduler!r}: not a Dask scheduler address; give "
+                            "tcp://host:port (--scheduler)")
     try:
         import dask
         from dask.distributed import Client
@@ -37,7 +44,7 @@ def dask_client(scheduler):
         if own:
             try:
                 client = Client(scheduler, timeout="20s", set_as_default=False)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:
                 raise FleetOptError(f"scheduler={scheduler}: cannot reach the Dask scheduler "
                                     f"({exc}); start one with `dask scheduler` or drop "
                                     "--scheduler") from None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import FleetOptError
+from .files import write_text_atomic
 
 if TYPE_CHECKING:
     from .provenance import PlanInputs
@@ -194,32 +195,245 @@ class Plan:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> Plan:
-        """Rebuild a plan from :meth:`to_dict` output (derived fields are recomputed)."""
-        try:
-            pools = []
-            for p in d["pools"]:
-                allocs = tuple(Allocation(**{f.name: a[f.name] for f in fields(Allocation)})
-                               for a in p["allocations"])
-                kw = {f.name: p[f.name] for f in fields(PoolPlan)
-                      if f.name != "allocations" and (f.name in p or f.default is MISSING)}
-                pools.append(PoolPlan(allocations=allocs, **kw))
-            baselines = {k: FleetSummary(**{
-                **v, "pool_instances": tuple(v["pool_instances"]),
-                "usd_per_hour": math.inf if v["usd_per_hour"] is None else v["usd_per_hour"]})
-                for k, v in d["baselines"].items()}
-            kw = {f.name: d[f.name] for f in fields(cls)
-                  if f.name not in ("pools", "baselines", "extra", "warnings", "inputs")
-                  and f.name in d}
-            if d.get("inputs") is not None:
-                from .provenance import PlanInputs
+    def from_dict(cls, d: dict, where: str = "plan") -> Plan:
+        """Rebuild a plan from :meth:`to_dict` output, validated first by
+        :func:`check_plan_dict` (``where`` names the source in errors). Derived fields are
+        recomputed; unknown top-level keys are kept in :attr:`extra`."""
+        d = check_plan_dict(d, where)
+        pools = []
+        for p in d["pools"]:
+            allocs = tuple(Allocation(**{f.name: a[f.name] for f in fields(Allocation)})
+                           for a in p["allocations"])
+            kw = {f.name: p[f.name] for f in fields(PoolPlan)
+                  if f.name != "allocations" and (f.name in p or f.default is MISSING)}
+            pools.append(PoolPlan(allocations=allocs, **kw))
+        baselines = {k: FleetSummary(**{
+            **{f.name: v[f.name] for f in fields(FleetSummary) if f.name in v},
+            "pool_instances": tuple(v["pool_instances"]),
+            "usd_per_hour": math.inf if v["usd_per_hour"] is None else v["usd_per_hour"]})
+            for k, v in d["baselines"].items()}
+        names = {f.name for f in fields(cls)}
+        kw = {k: d[k] for k in names - {"pools", "baselines", "extra", "warnings", "inputs"}
+              if k in d}
+        if d.get("inputs") is not None:
+            from .provenance import PlanInputs
 
-                kw["inputs"] = PlanInputs.from_dict(d["inputs"])
-            return cls(pools=tuple(pools), baselines=baselines,
-                       warnings=tuple(d.get("warnings", ())), **kw)
-        except (KeyError, TypeError) as exc:
-            raise FleetOptError(f"plan file: missing or malformed field {exc}; write plan files "
-                                "with `fleetopt plan --json PATH`") from None
+            kw["inputs"] = PlanInputs.from_dict(d["inputs"])
+        extra = {k: v for k, v in d.items() if k not in names and k not in DERIVED_KEYS}
+        return cls(pools=tuple(pools), baselines=baselines,
+                   warnings=tuple(d.get("warnings", ())), extra=extra, **kw)
+
+    def checked(self) -> Plan:
+        """This plan if it is sound (:func:`check_plan_dict` on its file form), else raise
+        :class:`FleetOptError`: no pool at utilization >= 1, every figure finite."""
+        check_plan_dict(self.to_dict(), "plan")
+        return self
+
+
+# ---------------------------------------------------------------------------------------
+# Plan-file validation
+# ---------------------------------------------------------------------------------------
+
+SCHEMA = "fleetopt-plan/1"
+DERIVED_KEYS = frozenset({"schema", "instances", "gpus", "usd_per_hour", "usd_per_year",
+                          "savings"})
+"""Top-level keys :meth:`Plan.to_dict` derives from the pools (checked, not stored)."""
+
+_FIX = "fix the field or re-create the file with `fleetopt plan --json PATH`"
+_REL_TOL = 1e-6  # written totals are sums of floats: equal to this relative precision
+
+# Field rules: (kind, low, high, low_open, high_open, required). Kinds: "num" (finite
+# number), "int" (whole number), "str", "bool", "num?"/"int?" (also null), "dict?".
+_ANY = (None, None, False, False)
+_STR = ("str", *_ANY, True)
+_NONNEG = ("num", 0, None, False, False, True)
+_POSITIVE = ("num", 0, None, True, False, True)
+_SHARE = ("num", 0, 1, False, False, True)
+_COUNT = ("int", 0, None, False, False, True)
+_GAMMA = ("num", 1, None, False, False, True)
+_QUEUE = {"utilization": ("num", 0, 1, False, True, True), "p99_ttft_ms": _NONNEG,
+          "slo_miss_share": _SHARE}
+_TOP = {
+    "workload": _STR, "rate_rps": _POSITIVE, "slo_ms": _POSITIVE,
+    "percentile": ("num", 0, 100, True, True, True), "model": _STR,
+    "long_context_tokens": ("int", 1, None, False, False, True),
+    "compressible_share": _SHARE, "rho_max": ("num", 0, 1, True, False, True),
+    "paper_compat": ("bool", *_ANY, True), "boundary_tokens": ("int?", 1, None, False, False, True),
+    "gamma": _GAMMA, "planner_ms": _NONNEG, "method": ("str", *_ANY, False),
+    "compression_latency_ms": ("num", 0, None, False, False, False),
+    "solver": ("dict?", *_ANY, False), "verification": ("dict?", *_ANY, False),
+}
+_POOL = {"role": _STR, "lo_tokens": _COUNT, "context_tokens": ("int", 1, None, False, False, True),
+         "gamma": _GAMMA, "rate_rps": _NONNEG, "compressed_in_rps": _NONNEG, **_QUEUE}
+_ALLOC = {"profile": _STR, "gpu": _STR, "model": _STR, "tp": ("int", 1, None, False, False, True),
+          "instances": _COUNT, "load_share": _SHARE, "rate_rps": _NONNEG,
+          "slots_per_instance": ("int", 1, None, False, False, True),
+          "usd_per_gpu_hour": _POSITIVE, "usd_per_hour": _NONNEG, "mean_service_s": _NONNEG,
+          "cs2": _NONNEG, **_QUEUE}
+_BASELINE = {"boundary_tokens": ("int?", 1, None, False, False, True), "gamma": _GAMMA,
+             "instances": _COUNT, "gpus": _COUNT, "usd_per_hour": ("num?", 0, None, False, False, True),
+             "feasible": ("bool", *_ANY, False), "reason": ("str", *_ANY, False)}
+
+
+class _Checker:
+    """Checks the fields of one plan file; every failure names the file and the field."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, key: str, problem: str) -> None:
+        raise FleetOptError(f"{self.where}: {key}: {problem}; {_FIX}")
+
+    def value(self, d: dict, key: str, rule: tuple, path: str):
+        kind, lo, hi, lo_open, hi_open, required = rule
+        name = f"{path}{key}"
+        if key not in d:
+            if required:
+                self.fail(name, "missing")
+            return None
+        v = d[key]
+        base = kind.rstrip("?")
+        if v is None:
+            if kind.endswith("?"):
+                return None
+            self.fail(name, f"must be {_KIND_TEXT[base]}, got null")
+        if base == "str" and not isinstance(v, str):
+            self.fail(name, f"must be a string, got {_show(v)}")
+        if base == "bool" and not isinstance(v, bool):
+            self.fail(name, f"must be true or false, got {_show(v)}")
+        if base == "dict" and not isinstance(v, dict):
+            self.fail(name, f"must be an object or null, got {_show(v)}")
+        if base in ("num", "int"):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                self.fail(name, f"must be {_KIND_TEXT[base]}, got {_show(v)}")
+            if isinstance(v, int) and abs(v) >= _MAX_INT:
+                self.fail(name, f"{_show(v)} is too large (at most {_MAX_INT - 1})")
+            if not math.isfinite(v):
+                self.fail(name, f"must be a finite number, got {v!r}")
+            if base == "int" and not float(v).is_integer():
+                self.fail(name, f"must be a whole number, got {v!r}")
+            low_bad = lo is not None and (v <= lo if lo_open else v < lo)
+            high_bad = hi is not None and (v >= hi if hi_open else v > hi)
+            if low_bad or high_bad:
+                self.fail(name, f"{v!r} is out of range; it must be in "
+                          f"{'(' if lo_open or lo is None else '['}"
+                          f"{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}"
+                          f"{')' if hi_open or hi is None else ']'}")
+            return int(v) if base == "int" else float(v)
+        return v
+
+    def fields(self, d, rules: dict, path: str) -> dict:
+        if not isinstance(d, dict):
+            self.fail(path.rstrip(".") or "file", f"must be a JSON object, got {_show(d)}")
+        return {k: self.value(d, k, r, path) for k, r in rules.items() if k in d or r[-1]}
+
+    def total(self, d: dict, key: str, path: str, want: float, whole: bool) -> None:
+        """A written total, if present, must equal the sum it summarises."""
+        if key not in d:
+            return
+        got = self.value(d, key, ("int" if whole else "num", 0, None, False, False, True), path)
+        if abs(got - want) > _REL_TOL * max(1.0, abs(want)):
+            self.fail(f"{path}{key}", f"{got:g} does not equal the sum of its parts "
+                      f"({want:g})")
+
+    def sequence(self, d: dict, key: str, path: str, nonempty: bool = True) -> list:
+        v = d.get(key)
+        if not isinstance(v, list | tuple) or (nonempty and not v):
+            self.fail(f"{path}{key}", "must be a non-empty list" if nonempty else "must be a "
+                      f"list, got {_show(v)}")
+        return list(v)
+
+
+_MAX_INT = 2**63  # counts and token lengths are int64 downstream
+
+
+def _show(v, width: int = 60) -> str:
+    """A value for an error line: its repr, cut to ``width`` characters."""
+    text = repr(v)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+_KIND_TEXT = {"num": "a number", "int": "a whole number", "str": "a string",
+              "bool": "true or false", "dict": "an object"}
+
+
+def _check_allocation(c: _Checker, a: dict, path: str) -> dict:
+    v = c.fields(a, _ALLOC, path)
+    c.total(a, "gpus", path, v["instances"] * v["tp"], True)
+    c.total(a, "usd_per_hour", path, v["instances"] * v["tp"] * v["usd_per_gpu_hour"], False)
+    if v["rate_rps"] > 0 and v["instances"] == 0:
+        c.fail(f"{path}instances", f"0 instances cannot serve {v['rate_rps']:g} req/s; give "
+               "the allocation instances or no traffic")
+    return {**a, **v}
+
+
+def _check_pool(c: _Checker, p: dict, path: str) -> dict:
+    v = c.fields(p, _POOL, path)
+    allocs = [_check_allocation(c, a, f"{path}allocations[{j}].")
+              for j, a in enumerate(c.sequence(p, "allocations", path))]
+    if v["context_tokens"] <= v["lo_tokens"]:
+        c.fail(f"{path}context_tokens", f"{v['context_tokens']} must exceed lo_tokens "
+               f"({v['lo_tokens']})")
+    c.total(p, "instances", path, sum(a["instances"] for a in allocs), True)
+    c.total(p, "gpus", path, sum(a["instances"] * a["tp"] for a in allocs), True)
+    c.total(p, "usd_per_hour", path, math.fsum(a["usd_per_hour"] for a in allocs), False)
+    c.total(p, "rate_rps", path, math.fsum(a["rate_rps"] for a in allocs), False)
+    shares = math.fsum(a["load_share"] for a in allocs)
+    if v["rate_rps"] > 0 and abs(shares - 1.0) > _REL_TOL:
+        c.fail(f"{path}allocations", f"load shares sum to {shares:g}, not 1")
+    return {**p, **v, "allocations": allocs}
+
+
+def check_plan_dict(d, where: str = "plan") -> dict:
+    """Validate a plan file's JSON object (schema, types, ranges and totals).
+
+    Raises :class:`FleetOptError` naming ``where``, the field (``pools[1].allocations[0].
+    instances``) and the fix. Unknown top-level keys are allowed (later additions).
+    Checked: every number finite and in range; whole numbers where counts are meant; every
+    utilization below 1; pools tiling ``(0, long_context_tokens]``; written totals (pool
+    and fleet instances, GPUs, $/hour, rates) equal to the sums of their allocations.
+    Returns the object with whole numbers as ``int`` and other numbers as ``float``.
+    """
+    c = _Checker(where)
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        raise FleetOptError(f"{where}: not a fleetopt plan file (schema {SCHEMA!r} expected); "
+                            "write plan files with `fleetopt plan --json PATH`")
+    top = c.fields(d, _TOP, "")
+    pools = [_check_pool(c, p, f"pools[{k}].") for k, p in enumerate(c.sequence(d, "pools", ""))]
+    lo = 0
+    for k, p in enumerate(pools):
+        if p["lo_tokens"] != lo:
+            c.fail(f"pools[{k}].lo_tokens", f"{p['lo_tokens']} but the pool below ends at "
+                   f"{lo}; pools must tile (0, long_context_tokens]")
+        lo = p["context_tokens"]
+    if lo != top["long_context_tokens"]:
+        c.fail(f"pools[{len(pools) - 1}].context_tokens", f"{lo} but long_context_tokens is "
+               f"{top['long_context_tokens']}; the last pool must end at the long window")
+    allocs = [a for p in pools for a in p["allocations"]]
+    c.total(d, "instances", "", sum(a["instances"] for a in allocs), True)
+    c.total(d, "gpus", "", sum(a["instances"] * a["tp"] for a in allocs), True)
+    usd = math.fsum(a["usd_per_hour"] for a in allocs)
+    c.total(d, "usd_per_hour", "", usd, False)
+    c.total(d, "usd_per_year", "", usd * HOURS_PER_YEAR, False)
+    if "warnings" in d and not (isinstance(d["warnings"], list | tuple)
+                                and all(isinstance(w, str) for w in d["warnings"])):
+        c.fail("warnings", "must be a list of strings")
+    baselines = d.get("baselines")
+    if not isinstance(baselines, dict):
+        c.fail("baselines", "must be an object of named fleets")
+    checked = {}
+    for name, b in baselines.items():
+        path = f"baselines.{name}."
+        if isinstance(b, dict) and b.get("feasible") is False and b.get("usd_per_hour") == math.inf:
+            b = {**b, "usd_per_hour": None}  # an infeasible baseline has no cost
+        v = c.fields(b, _BASELINE, path)
+        if v.get("feasible", True) and v["usd_per_hour"] is None:
+            c.fail(f"{path}usd_per_hour", "a feasible baseline needs a finite cost")
+        counts = c.sequence(b, "pool_instances", path, nonempty=False)
+        v["pool_instances"] = [c.value({"": n}, "", _COUNT, f"{path}pool_instances[{j}]")
+                               for j, n in enumerate(counts)]
+        checked[name] = {"name": str(b.get("name", name)), **v}
+    return {**d, **top, "pools": pools, "baselines": checked}
 
 
 def _finite(o):
@@ -234,24 +448,35 @@ def _finite(o):
 
 
 def write_plan(plan: Plan, path: str | Path) -> None:
-    """Write ``plan`` as strict JSON to ``path`` (infinite costs are written as ``null``)."""
+    """Write ``plan`` as strict JSON to ``path``, atomically (infinite costs are written as
+    ``null``). Raises :class:`FleetOptError` for an unsound plan or an unwritable path."""
+    plan.checked()
     text = json.dumps(_finite(plan.to_dict()), indent=2, default=_json_default,
                       allow_nan=False)
-    Path(path).write_text(text + "\n")
+    write_text_atomic(path, text + "\n", "plan file")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def read_plan(path: str | Path) -> Plan:
-    """Read a plan file written by :func:`write_plan` (``fleetopt plan --json``)."""
+    """Read and validate a plan file written by :func:`write_plan` (``fleetopt plan
+    --json``); every problem raises :class:`FleetOptError` naming the file and the field."""
     p = Path(path)
     if not p.is_file():
         raise FleetOptError(f"{p}: plan file not found; create one with `fleetopt plan --json {p}`")
     try:
-        d = json.loads(p.read_text())
+        d = json.loads(p.read_bytes().decode("utf-8"), parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise FleetOptError(f"{p}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(d, dict) or d.get("schema") != "fleetopt-plan/1":
-        raise FleetOptError(f"{p}: not a fleetopt plan file (schema 'fleetopt-plan/1' expected)")
-    return Plan.from_dict(d)
+        raise FleetOptError(f"{p}: line {exc.lineno}: not valid JSON ({exc.msg}); re-create "
+                            "it with `fleetopt plan --json PATH`") from None
+    except (ValueError, RecursionError) as exc:  # NaN/Infinity, bad UTF-8, deep nesting
+        raise FleetOptError(f"{p}: not a valid plan file ({exc}); re-create it with "
+                            "`fleetopt plan --json PATH`") from None
+    except OSError as exc:
+        raise FleetOptError(f"{p}: cannot read the plan file ({exc.strerror})") from None
+    return Plan.from_dict(d, str(p))
 
 
 def _json_default(o):

@@ -18,6 +18,7 @@ docs/reports.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -81,12 +82,10 @@ class WorkloadInput:
     @classmethod
     def record(cls, spec: str, name: str) -> WorkloadInput:
         """The workload ``load_workload(spec)`` loaded, under its ``name``."""
-        from .workload import _registry, builtin_workloads, data_dir
+        from .workload import builtin_files, builtin_workloads
 
         if spec in builtin_workloads():
-            directory = data_dir()
-            paths = [directory / f for f in _registry(directory)[spec]["files"]]
-            return cls(spec, True, name, tuple(FileDigest.of(p) for p in paths))
+            return cls(spec, True, name, tuple(FileDigest.of(p) for p in builtin_files(spec)))
         path = Path(spec).expanduser().resolve()
         return cls(str(path), False, name, (FileDigest.of(path),))
 
@@ -112,6 +111,13 @@ class ProfileInput:
     @classmethod
     def record(cls, requested: str, profile) -> ProfileInput:
         return cls(absolute_if_file(requested), profile.name, profile.source, asdict(profile))
+
+    def profile(self):
+        """The recorded :class:`~fleetopt_milp.hardware.Profile` (JSON lists as tuples)."""
+        from .hardware import Profile
+
+        return Profile(**{k: tuple(v) if isinstance(v, list) else v
+                          for k, v in self.values.items()})
 
     def difference(self, profile) -> str | None:
         """Names the fields in which ``profile`` (resolved today) differs from this record."""
@@ -214,10 +220,12 @@ class PlanInputs:
                     **{**d["solve"], "max_gpus": tuple(d["solve"]["max_gpus"])}))
             if kw["command"] not in COMMANDS:
                 raise KeyError("command")
-            return cls(**kw)
+            record = cls(**kw)
         except (KeyError, TypeError) as exc:
             raise FleetOptError(f"plan file: 'inputs' record missing or malformed field {exc}; "
                                 "re-create the plan with `fleetopt plan --json PATH`") from None
+        _check_types(record, "inputs")
+        return record
 
     def cli_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the ``fleetopt plan``/``solve`` function that made the plan
@@ -258,6 +266,42 @@ class PlanInputs:
             except FleetOptError as exc:
                 notes.append(f"profile '{rec.name}' no longer resolves ({exc})")
         return [n for n in notes if n]
+
+
+def _check_types(record, path: str) -> None:
+    """Every field of a record (and of the records in it) has its annotated type, and every
+    number is finite: a hand-edited ``inputs`` record fails here, not deep in a re-run."""
+    import math
+    import types
+    import typing
+
+    hints = typing.get_type_hints(type(record))
+    for f in fields(record):
+        v, want, name = getattr(record, f.name), hints[f.name], f"{path}.{f.name}"
+        if dataclasses.is_dataclass(v):
+            _check_types(v, name)
+            continue
+        if isinstance(v, tuple):
+            for j, item in enumerate(v):
+                if dataclasses.is_dataclass(item):
+                    _check_types(item, f"{name}[{j}]")
+                elif not isinstance(item, str):
+                    raise FleetOptError(f"plan file: {name}[{j}] must be a string; re-create "
+                                        "the plan with `fleetopt plan --json PATH`")
+            continue
+        allowed = (want,) if typing.get_origin(want) is not None and not isinstance(
+            want, types.UnionType) else (typing.get_args(want) or (want,))
+        allowed = tuple(typing.get_origin(t) or t for t in allowed)
+        kinds = tuple(t for t in allowed if isinstance(t, type) and t is not Any)
+        if float in kinds:
+            kinds += (int,)
+        ok = (not kinds or isinstance(v, kinds)) and not (
+            isinstance(v, bool) and bool not in kinds)
+        if ok and isinstance(v, float) and not math.isfinite(v):
+            ok = False
+        if not ok:
+            raise FleetOptError(f"plan file: {name} = {v!r} is not a valid value; re-create "
+                                "the plan with `fleetopt plan --json PATH`")
 
 
 def record_inputs(command: str, args: dict[str, Any], profiles, plan) -> PlanInputs:

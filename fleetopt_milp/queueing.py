@@ -403,7 +403,8 @@ class QueueMix:
 
     @property
     def _live(self) -> list[tuple[float, Queue]]:
-        return [(w, x) for w, x in zip(self.shares, self.queues, strict=True) if w > 0]
+        return [(w, x) for w, x in zip(self.shares, self.queues, strict=True)
+                if w > 0 and x.offered_load > 0]
 
     @property
     def servers(self) -> int:

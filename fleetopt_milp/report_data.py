@@ -28,13 +28,13 @@ def scenario_for(plan: Plan, catalog=None) -> Scenario:
     Plan files without an ``inputs`` record fall back on the workload's name and the first
     allocation's profile in ``catalog`` (default: the built-in catalogue).
     """
-    from .hardware import Profile, load_catalog, resolve_profile
+    from .hardware import load_catalog, resolve_profile
     from .provenance import workload_spec
     from .workload import load_workload
 
     wl = load_workload(workload_spec(plan))
     if plan.inputs is not None:
-        profile = Profile(**plan.inputs.profiles[0].values)
+        profile = plan.inputs.profiles[0].profile()
         steps = plan.inputs.options.gamma_steps
         gamma_max = plan.inputs.options.gamma_max
     else:

@@ -1,8 +1,10 @@
-"""Discrete-event simulation of a fleet plan, and certification of plans by simulation.
+"""Discrete-event simulation of a fleet plan.
 
 MODEL.md sections 2-4 define what is simulated; this module checks the analytical model
-(section 3) against it and certifies plans (section 6: "no plan that the model calls
-feasible may miss its SLO in simulation").
+(section 3) against it. Plans are certified from its results by
+:mod:`fleetopt_milp.certification` (section 6: "no plan that the model calls feasible may
+miss its SLO in simulation"). It refuses fleets with no steady state to measure: requests
+longer than the last window, or an allocation loaded to utilization >= 1.
 
 Fidelities
 ----------
@@ -60,7 +62,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 
@@ -90,16 +91,25 @@ __all__ = [
     "GroupStats",
     "SimulationResult",
     "simulate",
-    "PoolVerdict",
-    "Certification",
-    "certify",
-    "certification_from",
-    "Verification",
-    "verify_candidates",
     "slot_start_times",
     "EngineTimes",
     "engine_times",
 ]
+
+_CERTIFICATION = ("STEADY_SERVICE_TIMES", "STEADY_TAIL_REQUESTS", "PoolVerdict",
+                  "Certification", "steady_state_gaps", "certification_from", "certify",
+                  "Verification", "verify_candidates")
+
+
+def __getattr__(name: str):
+    """Certification lives in :mod:`fleetopt_milp.certification`; its names are still
+    importable from here."""
+    if name in _CERTIFICATION:
+        from . import certification
+
+        return getattr(certification, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 FIDELITIES = ("slot", "engine")
 DEFAULT_POISSON_REQUESTS = 200_000
@@ -396,7 +406,9 @@ class SimulationResult:
 
     ``allocations``/``pools``/``fleet``: :class:`GroupStats`. ``arrivals``: ``"poisson"``
     or ``"trace"``; ``rate_rps``: mean arrival rate simulated (req/s). ``ci_method``:
-    ``"replications"`` or ``"batch-means"``. ``unserved_share``: share of requests longer
+    ``"replications"`` or ``"batch-means"``. ``measured_s``: simulated seconds after the
+    warm-up, per replication (mean); ``warmup_capped``: the warm-up was cut to half the run
+    (too few requests to warm up). ``unserved_share``: share of requests longer
     than the last window or routed to an allocation without instances (counted as SLO
     misses). ``requests_per_s``: simulated requests per second of one core (sampling,
     routing, the kernel and the statistics of one replication). ``wall_s``: wall-clock
@@ -422,6 +434,8 @@ class SimulationResult:
     requests_per_s: float
     wall_s: float
     notes: tuple[str, ...] = field(default=())
+    measured_s: float = math.nan
+    warmup_capped: bool = False
 
     def pool(self, name: str) -> GroupStats:
         """The pool named ``name`` (e.g. ``"short"``)."""
@@ -431,7 +445,7 @@ class SimulationResult:
         raise FleetOptError(f"no pool {name!r}; pools: {', '.join(p.name for p in self.pools)}")
 
     def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self)
+        out = {f.name: _num(getattr(self, f.name)) for f in fields(self)
                if f.name not in ("allocations", "pools", "fleet", "notes")}
         out["schema"] = "fleetopt-simulation/1"
         out["pools"] = [p.to_dict() for p in self.pools]
@@ -636,6 +650,7 @@ def _window_metrics(job: _Job, arrival, alloc, pool, wait, ttft, tpot, preempt, 
                 out["preemptions_per_request"][b, g] = w_pre[m].mean()
     out["_counts"] = counts
     out["_warmup_capped"] = capped
+    out["_measured_s"] = float(t_edges[-1] - t_edges[0])
     return out
 
 
@@ -799,6 +814,65 @@ def _resolve_source(plan: Plan | None, workload, trace, rate_rps, rate_scale, fl
     return wl, tr, rate, longest
 
 
+def _check_counts(**values: tuple) -> None:
+    """Each ``name=(value, least)``: ``value`` is None or a whole number >= ``least``."""
+    for name, (v, least) in values.items():
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < least:
+            raise FleetOptError(f"{name}={v!r}: must be a whole number >= {least} "
+                                f"(--{name.replace('_', '-')})")
+
+
+#: Memory one simulated request takes in a replication (its arrays and temporaries), bytes.
+BYTES_PER_REQUEST = 256
+
+
+def _check_memory(n_requests: int | None) -> None:
+    """Refuse a replication larger than this machine's memory could hold."""
+    if n_requests is None:
+        return
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return
+    if n_requests * BYTES_PER_REQUEST > memory:
+        raise FleetOptError(
+            f"n_requests={n_requests:,}: one replication would need about "
+            f"{n_requests * BYTES_PER_REQUEST / 1e9:,.3g} GB, more than this machine's "
+            f"{memory / 1e9:,.3g} GB; use at most {memory // BYTES_PER_REQUEST:,} requests "
+            "per replication and more --replications")
+
+
+def _check_window(fleet: FleetSpec, longest: int) -> None:
+    """Refuse requests longer than the last window: no pool can serve them."""
+    last = fleet.windows_tokens[-1]
+    if longest > last:
+        raise FleetOptError(
+            f"the simulated workload has requests up to {longest} tokens, beyond the plan's "
+            f"long window of {last}; no pool can serve them: simulate the workload the plan "
+            f"was made for (--workload) or re-plan with --long-context {longest} or more")
+
+
+def _check_stable(fleet: FleetSpec, ana: list[Analytical]) -> None:
+    """Refuse an allocation whose offered load reaches its slots (utilization >= 1, or
+    traffic and no instances): its queue grows without bound, so every simulated figure
+    would depend on the run length and no steady state exists (docs/model.md §3)."""
+    for a, fig in zip(fleet.ordered_allocations, ana, strict=False):
+        if fig.rate_rps <= 0 or fig.utilization < 1.0:
+            continue
+        if a.instances == 0:
+            raise FleetOptError(
+                f"pool {a.name!r} has no instances but receives {fig.rate_rps:,.3g} req/s of "
+                "this workload; re-plan for this workload and rate (or give the pool "
+                "instances, e.g. `fleetopt solve --min-instances 1`)")
+        raise FleetOptError(
+            f"pool {a.name!r} is overloaded: {fig.rate_rps:,.4g} req/s need "
+            f"{fig.utilization * fig.servers:,.4g} busy slots of its {fig.servers:,} "
+            f"(utilization {fig.utilization:.3g} >= 1), so its queue grows without bound; "
+            "lower --rate/--rate-scale or re-plan for this rate")
+
+
 def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
              rate_rps: float | None = None, rate_scale: float | None = None,
              trace: Trace | str | bool | None = None, n_requests: int | None = None,
@@ -830,6 +904,9 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
     t_wall = time.perf_counter()
     if fidelity not in FIDELITIES:
         raise FleetOptError(f"fidelity={fidelity!r}: use one of {', '.join(FIDELITIES)}")
+    _check_counts(seed=(seed, 0), n_requests=(n_requests, 1), replications=(replications, 1),
+                  batches=(batches, 1), workers=(workers, 1), max_batch=(max_batch, 1))
+    _check_memory(n_requests)
     is_plan = isinstance(plan, Plan)
     fleet = fleet_from_plan(plan, catalog, max_batch) if is_plan else plan.validated()
     if not is_plan and max_batch is not None:
@@ -837,6 +914,7 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
                                                  for a in fleet.allocations)).validated()
     wl, tr, rate, longest = _resolve_source(plan if is_plan else None, workload, trace,
                                             rate_rps, rate_scale, fleet)
+    _check_window(fleet, longest)
     if not 0 <= warmup_fraction < 1:
         raise FleetOptError(f"warmup_fraction={warmup_fraction}: must be in [0, 1)")
     if not 0 < confidence < 1:
@@ -855,6 +933,9 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
         raise FleetOptError(f"n_requests={n_requests}: too few to measure; use >= "
                             f"{max(100, 20 * n_windows)}")
     queues = _queues(fleet, wl, rate)
+    ana = _analytical(fleet, queues) if analytical else None
+    if ana is not None:
+        _check_stable(fleet, ana)
     if warmup_s is None:
         warmup_s = _warmup_s(queues)
     if not (math.isfinite(warmup_s) and warmup_s >= 0):
@@ -867,7 +948,7 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
 
     names, kinds = _groups(fleet)
     stacked = {m: np.concatenate([r[m] for r in results], axis=0) for m in _METRICS}
-    ana = _analytical(fleet, queues) if analytical else [None] * len(names)
+    ana = ana or [None] * len(names)
     allocs = fleet.ordered_allocations
     counts = np.sum([r["_counts"] for r in results], axis=0)
     groups = []
@@ -880,9 +961,6 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
     if any(r["_warmup_capped"] for r in results):
         notes.append(f"the warm-up ({warmup_s:.0f} s: 3 mean residual service times) was "
                      "capped at half the run; simulate more requests for steady state")
-    if longest > fleet.windows_tokens[-1]:
-        notes.append(f"requests up to {longest} tokens exceed the last window "
-                     f"({fleet.windows_tokens[-1]}); they are unserved and count as misses")
     sim_seconds = sum(r["_seconds"] for r in results)
     n_total = sum(r["_n"] for r in results)
     return SimulationResult(
@@ -896,145 +974,9 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
         pools=tuple(groups[n_alloc:n_alloc + len(fleet.windows_tokens)]), fleet=groups[-1],
         unserved_share=sum(r["_unserved"] for r in results) / max(n_total, 1),
         requests_per_s=n_total / max(sim_seconds, 1e-12),
-        wall_s=time.perf_counter() - t_wall, notes=tuple(notes))
-
-
-# ---------------------------------------------------------------------------------------
-# Certification and verification of plans
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PoolVerdict:
-    """One pool's certification: its simulated share over the SLO against the target.
-
-    ``target`` = ``1 - percentile / 100``; ``passed`` when the lower end of the interval of
-    ``slo_miss_share`` is at most the target (the share is not significantly above it).
-    ``analytical_miss_share``: the model's prediction.
-    """
-
-    pool: str
-    slo_miss_share: Estimate
-    target: float
-    passed: bool
-    analytical_miss_share: float
-
-    def to_dict(self) -> dict:
-        e = self.slo_miss_share
-        return {"pool": self.pool, "slo_miss_share": _num(e.mean),
-                "slo_miss_share_ci": [_num(e.lo), _num(e.hi)], "target": self.target,
-                "passed": self.passed, "analytical_miss_share": _num(self.analytical_miss_share)}
-
-
-@dataclass(frozen=True)
-class Certification:
-    """Whether a plan meets its TTFT SLO in simulation (MODEL.md section 6).
-
-    ``certified``: every pool passed. ``failing``: names of the pools that did not.
-    ``inconclusive``: pools that passed only because their interval straddles the target
-    (mean or upper bound above it); more requests or replications would settle them.
-    """
-
-    certified: bool
-    pools: tuple[PoolVerdict, ...]
-    failing: tuple[str, ...]
-    inconclusive: tuple[str, ...]
-    simulation: SimulationResult
-
-    def to_dict(self) -> dict:
-        return {"certified": self.certified, "failing": list(self.failing),
-                "inconclusive": list(self.inconclusive),
-                "pools": [p.to_dict() for p in self.pools],
-                "fidelity": self.simulation.fidelity,
-                "requests": self.simulation.n_requests,
-                "replications": self.simulation.replications,
-                "ci_method": self.simulation.ci_method}
-
-
-def certification_from(result: SimulationResult) -> Certification:
-    """Certify the pools of a finished simulation (the rule of :func:`certify`)."""
-    target = 1.0 - result.percentile / 100.0
-    verdicts = []
-    for p in result.pools:
-        est = p.slo_miss_share
-        if p.requests == 0:
-            passed = True
-        else:
-            bound = est.lo if math.isfinite(est.lo) else est.mean
-            passed = bool(bound <= target + 1e-12)
-        verdicts.append(PoolVerdict(p.name, est, target, passed,
-                                    p.analytical.slo_miss_share if p.analytical else math.nan))
-    failing = tuple(v.pool for v in verdicts if not v.passed)
-    unsure = tuple(v.pool for v in verdicts if v.passed and (
-        v.slo_miss_share.mean > target or v.slo_miss_share.hi > target))
-    return Certification(not failing, tuple(verdicts), failing, unsure, result)
-
-
-def certify(plan: Plan, workload: Workload | str | None = None, **simulate_kwargs
-            ) -> Certification:
-    """Certify ``plan`` by simulation: each pool's share of requests over the SLO must not
-    be significantly above ``1 - percentile / 100`` (lower CI bound <= target).
-
-    Keyword arguments go to :func:`simulate` (default: ``slot`` fidelity, Poisson at the
-    plan's rate, 5 replications of 200,000 requests).
-    """
-    return certification_from(simulate(plan, workload, **simulate_kwargs))
-
-
-@dataclass(frozen=True)
-class Verification:
-    """Result of :func:`verify_candidates`: the cheapest plan the simulator confirms.
-
-    ``plan``/``certification``: the confirmed plan (``None`` when none of the ``checked``
-    candidates passed). ``rejected``: candidates simulated and rejected, cheaper than the
-    confirmed one. ``rejections``: ``(usd_per_hour, failing pools)`` of each.
-    """
-
-    plan: Plan | None
-    certification: Certification | None
-    checked: int
-    rejected: int
-    rejections: tuple[tuple[float, tuple[str, ...]], ...]
-
-    def to_dict(self) -> dict:
-        return {"confirmed": self.plan is not None, "checked": self.checked,
-                "rejected": self.rejected,
-                "usd_per_hour": self.plan.usd_per_hour if self.plan is not None else None,
-                "rejections": [{"usd_per_hour": u, "failing": list(f)}
-                               for u, f in self.rejections],
-                "certification": self.certification.to_dict() if self.certification else None}
-
-
-def verify_candidates(candidate_plans: Iterable[Plan], workload: Workload | str | None = None,
-                      *, max_candidates: int = 10, **simulate_kwargs) -> Verification:
-    """Simulate candidate plans cheapest first; return the first one :func:`certify` passes.
-
-    ``candidate_plans`` must come cheapest first (it may be a lazy iterable: plans are
-    built only as far as needed); at most ``max_candidates`` are simulated. Every
-    candidate is simulated with the same seed (common random numbers). Use for
-    ``fleetopt plan --verify``.
-    """
-    if max_candidates < 1:
-        raise FleetOptError(f"max_candidates={max_candidates}: need at least 1")
-    wl = workload
-    rejections = []
-    checked = 0
-    last_usd = -math.inf
-    for cand in candidate_plans:
-        if checked >= max_candidates:
-            break
-        if cand.usd_per_hour < last_usd - 1e-9:
-            raise FleetOptError("candidate_plans: give candidates cheapest first "
-                                f"(${cand.usd_per_hour:.2f}/h after ${last_usd:.2f}/h)")
-        last_usd = cand.usd_per_hour
-        if wl is None:
-            wl = load_workload(cand.workload)
-        cert = certify(cand, wl, **simulate_kwargs)
-        checked += 1
-        if cert.certified:
-            return Verification(cand, cert, checked, len(rejections), tuple(rejections))
-        rejections.append((cand.usd_per_hour, cert.failing))
-    return Verification(None, None, checked, len(rejections), tuple(rejections))
+        wall_s=time.perf_counter() - t_wall, notes=tuple(notes),
+        measured_s=float(np.mean([r["_measured_s"] for r in results])),
+        warmup_capped=any(r["_warmup_capped"] for r in results))
 
 
 # ---------------------------------------------------------------------------------------

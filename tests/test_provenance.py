@@ -82,7 +82,7 @@ def test_builtin_workload_records_every_data_file(tmp_path, monkeypatch):
     ("solve", "--workload", "lmsys", "--rate", 500, "--gpus", "H100,A100", "--model",
      "Llama-3-70B", "--tp", 8, "--max-gpus", "H100=160", "--pools", 2),
     ("plan", "--workload", "azure-code", "--rate", 200, "--peak-window-s", 5, "--verify",
-     "--verify-requests", 20000, "--seed", 3),
+     "--verify-requests", 20000, "--seed", 3, "--gpu", "paper-H100", "--service-model", "slot"),
 ], ids=["plan", "plan-paper", "solve", "plan-peak-verify"])
 def test_from_reproduces_the_plan_file(args, tmp_path, monkeypatch):
     first, again = tmp_path / "first.json", tmp_path / "again.json"

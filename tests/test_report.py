@@ -126,7 +126,8 @@ def test_pools_savings_and_model_vs_sim_figures(plan):
 def test_verified_plan_compares_model_and_simulation(tmp_path, monkeypatch):
     out = tmp_path / "v.json"
     monkeypatch.setattr("sys.argv", ["fleetopt", "plan", "--workload", "lmsys", "--rate", "200",
-                                     "--verify", "--verify-requests", "20000", "--json",
+                                     "--gpu", "paper-H100", "--service-model", "slot",
+                                     "--verify", "--verify-requests", "100000", "--json",
                                      str(out)])
     main()
     plan = read_plan(out)

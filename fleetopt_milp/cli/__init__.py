@@ -1,7 +1,12 @@
 """The ``fleetopt`` command line: a thin layer over the public API.
 
-User mistakes (:class:`~fleetopt_milp.errors.FleetOptError`) print one line on stderr and
-exit with status 2; no stack traces. Machine-readable output goes to ``--json PATH``.
+User mistakes (:class:`~fleetopt_milp.errors.FleetOptError`, bad option values, unwritable
+paths) print one line on stderr and exit with status 2; no stack traces. Machine-readable
+output goes to ``--json PATH``.
+
+Start-up is kept short: only typer is imported to build the commands; each command
+imports the modules it needs when it runs, and rich is loaded on first print
+(:data:`console`). ``python -X importtime -m fleetopt_milp.cli --help`` shows what loads.
 """
 
 from __future__ import annotations
@@ -10,16 +15,61 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from ..errors import FleetOptError, InfeasibleError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class _Group(typer.core.TyperGroup):
+    """The command group, with its help flag defaulting to ``False`` rather than ``None``:
+    typer coerces a non-bool flag value through pydantic, whose import would add ~0.1 s to
+    ``fleetopt plan --help``."""
+
+    def get_help_option(self, ctx):
+        opt = super().get_help_option(ctx)
+        if opt is not None and opt.default is None:
+            opt.default = False
+        return opt
+
+
+# Plain (click) help: typer's rich help panels would import rich and markdown-it, about
+# twice the start-up time of `fleetopt --help`.
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
+                  rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Cost-optimal LLM inference fleets under a TTFT SLO (FleetOpt).")
-console = Console()
-if not console.is_terminal:  # piped or captured: do not squeeze the tables to 80 columns
-    console = Console(width=150)
-err_console = Console(stderr=True, soft_wrap=True)
+
+
+class _LazyConsole:
+    """A rich console created on first use (rich is slow to import); ``stderr`` for the
+    error console."""
+
+    def __init__(self, stderr: bool = False):
+        self._stderr = stderr
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if name in ("_stderr", "_console"):  # not yet set (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+    def get(self):
+        """The rich ``Console`` itself (for rich objects that take one, e.g. a progress
+        bar)."""
+        if self._console is None:
+            from rich.console import Console
+
+            if self._stderr:
+                self._console = Console(stderr=True, soft_wrap=True)
+            else:
+                console = Console()
+                if not console.is_terminal:  # piped or captured: do not squeeze tables
+                    console = Console(width=150)
+                self._console = console
+        return self._console
+
+
+console = _LazyConsole()
+err_console = _LazyConsole(stderr=True)
+
 
 @app.callback()
 def _root() -> None:
@@ -49,11 +99,17 @@ def _scenario(workload: str, rate: float, slo_ms: float, percentile: float, gpu:
               model: str | None, tp: int | None, long_context: int, gamma_max: float,
               compressible: float, rho_max: float, compression_ms: float, paper_compat: bool,
               catalog: list[Path], service_model: str | None = None,
-              tpot_ms: float | None = None, tpot_percentile: float = 99.0):
+              tpot_ms: float | None = None, tpot_percentile: float = 99.0,
+              validate: bool = True):
+    """The :class:`~fleetopt_milp.scenario.Scenario` of the shared options (validated unless
+    ``validate`` is false: the MILP validates it against the GPU type that can hold the
+    long window), the profile's warnings and the catalogue."""
     from ..hardware import load_catalog, profile_warnings, resolve_profile
     from ..scenario import Scenario
     from ..workload import load_workload
 
+    check_count("--tp", tp, 1)
+    check_count("--long-context", long_context, 1)
     cat = load_catalog(catalog)
     profile = resolve_profile(cat, gpu, model, tp)
     wl = load_workload(workload)
@@ -66,28 +122,27 @@ def _scenario(workload: str, rate: float, slo_ms: float, percentile: float, gpu:
                   tpot_percentile=tpot_percentile)
     if sc.service_model not in ("slot", "engine"):
         raise FleetOptError(f"--service-model {sc.service_model}: use slot or engine")
-    return sc, warnings, cat
+    return (sc.validated() if validate else sc), warnings, cat
 
 
-def _peak_factor(workload, rate_rps: float, peak_factor: float,
-                 peak_window_s: float | None) -> float:
-    """The multiple of the mean rate to plan for: given, or from the trace's busiest window
-    once the trace is time-scaled to ``rate_rps`` (the window is in the scaled timeline)."""
-    if peak_factor < 1.0:
-        raise FleetOptError(f"--peak-factor {peak_factor}: must be >= 1 (1 = plan for the mean)")
-    if peak_window_s is None:
-        return peak_factor
-    if peak_factor != 1.0:
-        raise FleetOptError("--peak-factor and --peak-window-s: give one of them, not both")
-    if workload.trace is None:
-        raise FleetOptError(f"--peak-window-s: workload '{workload.name}' has no timestamps; "
-                            "use a trace workload (e.g. azure-code) or --peak-factor")
-    if peak_window_s <= 0:
-        raise FleetOptError(f"--peak-window-s {peak_window_s}: must be a positive duration")
-    if rate_rps <= 0:
-        raise FleetOptError(f"rate_rps={rate_rps}: the arrival rate must be positive (--rate)")
-    scaled = workload.trace.scaled_to_rate(rate_rps)
-    return max(1.0, scaled.busiest_window_rate_rps(peak_window_s) / rate_rps)
+def check_count(option: str, value: int | None, least: int) -> None:
+    """An integer option is at least ``least`` (typer has already parsed it as an int)."""
+    if value is not None and value < least:
+        raise FleetOptError(f"{option} {value}: must be a whole number >= {least}")
+
+
+def output_plan(result, json_path: Path | None) -> None:
+    """Check a plan (no pool at utilization >= 1, every figure finite), print it and write
+    its plan file atomically."""
+    from ..plan import write_plan
+    from ..report import plan_renderable
+
+    result = result.checked()
+    if json_path is not None:  # saved first: a broken terminal cannot lose the result
+        write_plan(result, json_path)
+    console.print(plan_renderable(result))
+    if json_path is not None:
+        console.print(f"Plan file written to {json_path}", markup=False)
 
 
 WorkloadOpt = typer.Option(DEFAULT_WORKLOAD, "--workload", "-w",
@@ -119,27 +174,54 @@ FromOpt = typer.Option(None, "--from", help="Re-run with the inputs recorded in 
                        "file (only --json may go with it)")
 
 
+def _fail(message: str) -> None:
+    """One line on stderr, exit status 2."""
+    sys.stderr.write(" ".join(message.split()) + "\n")
+    sys.stderr.flush()
+    sys.exit(2)
+
+
+def _one_line_warnings() -> None:
+    """Python warnings (e.g. a trace's zero-length outputs) as ``warning: ...`` lines, and
+    no numpy floating-point chatter: results are checked for finiteness instead."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(f"warning: {' '.join(str(message).split())}\n")
+
+    warnings.showwarning = show
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+
+
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one-line errors (exit 2)."""
+    from typer import exceptions as typer_exc
+    from typer._click import exceptions as click_exc
+
+    _one_line_warnings()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except InfeasibleError as exc:
-        err_console.print(f"infeasible ({exc.binding}): {exc}", markup=False)
-        sys.exit(2)
+        _fail(f"infeasible ({exc.binding}): {exc}")
     except FleetOptError as exc:
-        err_console.print(f"error: {exc}", markup=False)
-        sys.exit(2)
-    except Exception as exc:  # click's usage errors and exits carry their own exit codes
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if hasattr(exc, "exit_code"):
-            sys.exit(exc.exit_code)
-        if type(exc).__name__ == "Abort":
-            sys.exit(1)
-        raise
-
-
+        _fail(f"error: {exc}")
+    except click_exc.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help())
+        code = 0
+    except click_exc.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        _fail(f"error: {exc.format_message().rstrip('.')}{where}")
+    except OverflowError as exc:  # a value no field check bounded: still one line
+        _fail(f"error: a number is too large to compute with ({exc}); use smaller values")
+    except MemoryError:
+        _fail("error: out of memory; ask for a smaller run (fewer --requests, a shorter "
+              "trace) or use a machine with more memory")
+    except (typer_exc.Abort, KeyboardInterrupt):
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    if isinstance(code, int) and code:  # typer.Exit(code) from a command
+        sys.exit(code)
 
 
 # Each command lives in its own module; importing it registers it on ``app``. The modules

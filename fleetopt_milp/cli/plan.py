@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InfeasibleError
 from . import (
     CatalogOpt,
     CompMsOpt,
@@ -27,11 +26,11 @@ from . import (
     TpotOpt,
     TpotPctOpt,
     WorkloadOpt,
-    _peak_factor,
     _scenario,
     app,
-    console,
+    check_count,
     err_console,
+    output_plan,
 )
 
 
@@ -66,9 +65,10 @@ def plan(
         5, "--verify-candidates", help="With --verify: how many candidates to try at most"),
     verify_requests: int = typer.Option(
         200_000, "--verify-requests", help="With --verify: requests per replication"),
-    verify_fidelity: str = typer.Option(
-        "slot", "--verify-fidelity", help="With --verify: slot or engine simulation"),
-    seed: int = typer.Option(0, "--seed", help="With --verify: random seed"),
+    verify_fidelity: str | None = typer.Option(
+        None, "--verify-fidelity", help="With --verify: slot or engine simulation "
+        "(default: the one of the service model)"),
+    seed: int = typer.Option(0, "--seed", help="With --verify: random seed (>= 0)"),
     from_plan: Path | None = FromOpt,
     json_path: Path | None = JsonOpt,
 ):
@@ -83,37 +83,28 @@ def plan(
                                 lambda note: err_console.print(f"warning: {note}", markup=False))
         return plan(**recorded, from_plan=None, json_path=json_path)
 
-    from ..plan import write_plan
     from ..planner import candidate_plans
-    from ..report import plan_renderable
 
+    check_count("--verify-candidates", verify_candidates, 1)
+    check_count("--verify-requests", verify_requests, 1)
+    check_count("--seed", seed, 0)
     sc, warnings, _ = _scenario(workload, rate, slo_ms, percentile, gpu, model, tp,
                                 long_context, gamma_max, compressible, rho_max,
                                 compression_ms, paper_compat, catalog, service_model,
                                 tpot_ms, tpot_percentile)
-    factor = _peak_factor(sc.workload, rate, peak_factor, peak_window_s)
-    sc = replace(sc, rate_rps=rate * factor)
+    factor = sc.workload.peak_factor(rate, peak_factor, peak_window_s)
+    sc = replace(sc, rate_rps=rate * factor).validated()
     extra = {"mean_rate_rps": rate, "peak_factor": factor} if factor != 1.0 else {}
+    # The simulation that checks a plan is the one of the model that sized it.
+    verify_fidelity = args["verify_fidelity"] = verify_fidelity or sc.service_model
     if not verify:
         result = candidate_plans(sc, 1)[0]
     else:
-        from ..simulator import verify_candidates as run_verify
+        from ..certification import verified_plan
 
-        cands = candidate_plans(sc, verify_candidates)
-        ver = run_verify(cands, sc.workload, max_candidates=verify_candidates,
-                         n_requests=verify_requests, fidelity=verify_fidelity, seed=seed)
-        rejected = "; ".join(f"${u:,.2f}/h fails in {', '.join(f)}" for u, f in ver.rejections)
-        if ver.plan is None:
-            raise InfeasibleError(
-                f"none of the {ver.checked} cheapest candidates meets the SLO in "
-                f"{verify_fidelity} simulation ({rejected}); raise --verify-candidates or "
-                "relax the SLO", binding="simulation")
-        summary = (f"{verify_fidelity} simulation certifies this plan; {ver.rejected} cheaper "
-                   "candidate(s) rejected" + (f" ({rejected})" if rejected else ""))
-        result = replace(ver.plan, verification={**ver.to_dict(), "summary": summary})
+        result = verified_plan(candidate_plans(sc, verify_candidates), sc.workload,
+                               max_candidates=verify_candidates, n_requests=verify_requests,
+                               fidelity=verify_fidelity, seed=seed)
     result = replace(result, warnings=result.warnings + warnings, extra=extra,
                      inputs=record_inputs("plan", args, [sc.profile], result))
-    console.print(plan_renderable(result))
-    if json_path is not None:
-        write_plan(result, json_path)
-        console.print(f"Plan file written to {json_path}")
+    output_plan(result, json_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -26,8 +27,8 @@ from . import (
     WorkloadOpt,
     _scenario,
     app,
-    console,
     err_console,
+    output_plan,
 )
 
 
@@ -106,20 +107,37 @@ def solve(
     from ..hardware import profile_warnings, resolve_profile
     from ..milp import FleetProblem, solve_max_rate
     from ..milp import solve as run_solve
-    from ..plan import write_plan
-    from ..report import plan_renderable
+    from ..scenario import MAX_FLEET_INSTANCES
 
     if objective not in ("cost", "rate"):
         raise FleetOptError(f"--objective {objective!r}: use cost or rate")
+    if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise FleetOptError(f"--time-limit-s {time_limit_s}: must be a positive, finite number "
+                            "of seconds (leave it out for no limit)")
     names = [g.strip() for g in (gpus if gpus is not None else gpu).split(",") if g.strip()]
     if not names:
         raise FleetOptError("--gpus: give at least one GPU type, e.g. --gpus H100,A100")
     sc, warnings, cat = _scenario(workload, rate, slo_ms, percentile, names[0], model, tp,
                              long_context, gamma_max, compressible, rho_max, compression_ms,
-                             paper_compat, catalog, "slot")  # the MILP sizes with slots
+                             paper_compat, catalog, "slot",  # the MILP sizes with slots
+                             validate=False)
     profiles = [sc.profile] + [resolve_profile(cat, n, model, tp) for n in names[1:]]
     for p in profiles[1:]:
         warnings += tuple(profile_warnings(p, cat))
+    for option, value in (("--min-instances", min_instances),
+                          ("--max-total-gpus", max_total_gpus)):
+        if value is not None and value > MAX_FLEET_INSTANCES:
+            raise FleetOptError(f"{option} {value}: beyond the {MAX_FLEET_INSTANCES:.0e} "
+                                "instances this planner sizes; use a smaller number (or "
+                                "leave --max-total-gpus out for no cap)")
+    if objective == "rate" and budget is not None and math.isfinite(budget):
+        cheapest = min(profiles, key=lambda p: p.usd_per_instance_hour)
+        most = budget / cheapest.usd_per_instance_hour
+        if most > MAX_FLEET_INSTANCES:
+            raise FleetOptError(
+                f"--budget-usd-per-hour {budget:g} buys up to {most:.3g} instances of "
+                f"{cheapest.name}, more than the {MAX_FLEET_INSTANCES:.0e} this planner sizes; "
+                "lower the budget")
     problem = FleetProblem(
         scenario=sc, profiles=tuple(profiles), max_pools=pools,
         max_gpus=_gpu_caps(max_gpus, cat, profiles), max_total_gpus=max_total_gpus,
@@ -131,12 +149,4 @@ def solve(
         result = run_solve(problem, time_limit_s=time_limit_s)
     result = replace(result, warnings=result.warnings + warnings,
                      inputs=record_inputs("solve", args, profiles, result))
-    console.print(plan_renderable(result))
-    if objective == "rate":
-        s = result.solver
-        console.print(f"Highest rate within ${s['budget_usd_per_hour']:,.2f}/h: "
-                      f"{s['rate_rps']:,.1f} req/s ({s['rate_upper_rps']:,.1f} req/s is "
-                      f"infeasible; {len(s['steps'])} MILPs).", markup=False)
-    if json_path is not None:
-        write_plan(result, json_path)
-        console.print(f"Plan file written to {json_path}")
+    output_plan(result, json_path)

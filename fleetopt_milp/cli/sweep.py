@@ -75,7 +75,7 @@ def sweep(
         catalog=tuple(str(Path(c).expanduser().resolve()) for c in catalog))
     n_workers = (os.cpu_count() or 1) if workers is None else workers
     with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=console.get(),
                   transient=not console.is_terminal) as bar:
         task = bar.add_task("sweep", total=spec.n_scenarios)
         try:
