@@ -539,7 +539,8 @@ def test_model_components_are_the_documented_symbols():
     doc = model_module.__doc__
     names = [c.local_name for c in m.component_objects(descend_into=False)
              if not c.local_name.endswith("_index")]
-    assert {"x", "y", "w", "mix", "flow", "pick", "caps", "cost", "gpus"} <= set(names)
+    assert {"x", "y", "w", "s", "n", "levels", "flow", "pick", "low", "high", "capacity",
+            "caps", "cost", "gpus"} <= set(names)
     for name in names:
         assert f"``model.{name}" in doc or f"/ ``{name}``" in doc, name
     assert list(m.T) == [0, 1, 2]
@@ -550,13 +551,15 @@ def test_model_components_are_the_documented_symbols():
     assert set(m.M) == {k for k, i in m.fleet_pools.items() if i.mix}
     assert len(m.M) >= 1
     for key in m.M:
-        blk = m.mix[key]
+        blk = m.levels[key]
         assert [c.local_name for c in blk.component_objects(descend_into=False)
-                if not c.local_name.endswith("_index")] == ["L", "K", "z", "m", "n", "s"]
-        assert len(blk.K) >= 2 and {t for t, _ in blk.L} == set(blk.K)
+                if not c.local_name.endswith("_index")] == ["L", "z", "m"]
+        types = {t for t, _ in blk.L}
+        assert len(types) >= 2 and types == set(m.fleet_pools[key].mix)
         assert {(t, i) for (*k, t, i) in m.ML if tuple(k) == key} == set(blk.L)
         assert all(key + (t, i) in m.low and key + (t, i) in m.high for t, i in blk.L)
-        assert all(key + (t,) in m.capacity for t in blk.K) and key in m.split
+        assert all(key + (t,) in m.capacity and key + (t,) in m.n for t in types)
+        assert key in m.split
 
 
 def test_capacity_levels_never_under_count():
@@ -568,7 +571,7 @@ def test_capacity_levels_never_under_count():
     checked = 0
     for key in m.M:
         row = m.fleet_pools[key].row
-        for ty in m.mix[key].K:
+        for ty in m.fleet_pools[key].mix:
             used = t.level_k[row, ty] > 0
             ks, rs, his = t.level_k[row, ty][used], t.level_r[row, ty][used], \
                 t.level_hi[row, ty][used]
