@@ -421,9 +421,18 @@ def test_time_limit_must_be_a_positive_finite_number(limit):
         solve_model(model, mip_rel_gap=float("nan"))
 
 
-def test_rate_objective_needs_a_budget():
+def test_rate_objective_needs_a_budget_and_sane_search_settings():
     with pytest.raises(FleetOptError, match="budget"):
         solve_max_rate(_azure())
+    for budget in (float("nan"), -5.0, float("inf")):
+        with pytest.raises(FleetOptError, match="budget_usd_per_hour"):
+            solve_max_rate(_azure(), budget)
+    with pytest.raises(FleetOptError, match="rel_tol"):
+        solve_max_rate(_azure(), 1000.0, rel_tol=float("nan"))
+    with pytest.raises(FleetOptError, match="max_steps"):
+        solve_max_rate(_azure(), 1000.0, max_steps=0)
+    with pytest.raises(FleetOptError, match="time_limit_s"):
+        solve_max_rate(_azure(), 1000.0, time_limit_s=float("nan"))
 
 
 # -- invariants -----------------------------------------------------------------------------

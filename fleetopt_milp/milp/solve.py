@@ -399,6 +399,9 @@ def solve_max_rate(problem: FleetProblem, budget_usd_per_hour: float | None = No
                             "(--budget-usd-per-hour)")
     if not (math.isfinite(rel_tol) and 0 < rel_tol < 1):
         raise FleetOptError(f"rel_tol={rel_tol!r}: the rate tolerance must be in (0, 1)")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 2:
+        raise FleetOptError(f"max_steps={max_steps!r}: the rate search needs at least 2 "
+                            "MILPs")
     check_solver_limits(time_limit_s, 0.0)
     base = replace(problem, budget_usd_per_hour=None)
     steps = []
