@@ -71,8 +71,22 @@ _LAZY = {
                   "PoolVerdict", "Verification", "FleetSpec", "AllocationSpec",
                   "fleet_from_plan"),
     "routing": ("route", "Routed"),
+    "deploy": ("deployment_set", "load_kube_settings", "render", "write_deployment",
+               "read_gateway_config", "DeploymentSet", "EngineDeployment", "GatewayConfig",
+               "PoolRoute"),
+    "provenance": ("PlanInputs", "read_inputs"),
+    "html_report": ("write_report", "ReportFiles"),
+    "sweep": ("SweepSpec", "SweepSummary", "run_sweep"),
     "milp": ("FleetProblem", "ArcTables", "precompute", "build_model", "solve_model", "solve",
              "solve_max_rate", "capacity_share"),
+    # Engine model, calibration and evaluation (docs/engine.md); scipy.optimize and stats.
+    "engine_model": ("EngineServiceModel", "EnginePoolLoad", "EngineQueue", "OperatingPoint",
+                     "operating_point", "TpotFigures", "tpot_figures"),
+    "calibration": ("calibrate", "read_benchmark", "read_steps", "burst_prediction",
+                    "BenchmarkRun", "StepTable", "CalibrationFit", "BurstPrediction",
+                    "write_profile_toml"),
+    "evaluate": ("evaluate_fleet", "single_pool_fleet", "Slo", "FleetEvaluation",
+                 "GroupEvaluation"),
 }
 
 

@@ -166,7 +166,8 @@ def _preempt_longest(j, t, base, n, sl, free_blk, q_head, q_tail, nxt, dec, held
 @njit(cache=True, inline="always")
 def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nxt, iter_end,
               dec, admit_t, first_admit, held, preempted, lin, lout, max_batch, block_tokens,
-              w_s, h_s, calib_tokens, mac_m, mac_t0, mac_ctx0, macro):  # pragma: no cover
+              w_s, h_s, calib_tokens, seq_s, pf_s, mac_m, mac_t0, mac_ctx0,
+              macro):  # pragma: no cover
     """Schedule instance ``j``'s next event at time ``t`` and set ``iter_end[j]``.
 
     1. Each decoding sequence whose next token crosses a block boundary takes a block;
@@ -174,7 +175,9 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
     2. Admission from the head of the queue (FCFS) while the batch is below its cap and the
        free blocks hold the whole prompt (prompt + generated tokens after a preemption);
        none in an iteration that preempted unless the batch is empty.
-    3. ``iter_end = t + W + H (n_prefill + sum_decode (kv + 1) / C_cal)``; ``inf`` if idle.
+    3. ``iter_end = t + W + s n_decode + P n_prefill + H sum_decode (kv + 1) / C_cal``;
+       ``inf`` if idle (``s`` = the profile's per-sequence cost; ``P`` = a chunk's cost, ``H``
+       plus its compute; both beyond ``H`` are 0 unless calibrated).
     4. Macro-step (``macro``): when every sequence decodes, the next ``m`` iterations are
        known in closed form - iteration ``i`` costs ``W + H (ctx0 + i n) / C_cal`` - up to
        the first completion, so the event covers ``m`` iterations (``mac_m[j]``) if the
@@ -266,12 +269,12 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
                 m = 1
     hc = h_s[a] / calib_tokens[a]
     if m == 1:
-        iter_end[j] = t + w_s[a] + h_s[a] * npf + hc * ctx
+        iter_end[j] = t + w_s[a] + seq_s[a] * (n - npf) + pf_s[a] * npf + hc * ctx
     else:
         mac_m[j] = m
         mac_t0[j] = t
         mac_ctx0[j] = ctx
-        iter_end[j] = t + m * w_s[a] + hc * (m * ctx + n * (m * (m - 1) // 2))
+        iter_end[j] = t + m * (w_s[a] + seq_s[a] * n) + hc * (m * ctx + n * (m * (m - 1) // 2))
 
 
 @njit(cache=True)
@@ -282,13 +285,13 @@ def _macro_end(k, t0, ctx0, n, w, hc):  # pragma: no cover - numba
 
 @njit(cache=True)
 def _macro_cut(j, ta, mac_m, mac_t0, mac_ctx0, n_run, inst_alloc, iter_end, w_s, h_s,
-               calib_tokens):  # pragma: no cover - numba
+               calib_tokens, seq_s):  # pragma: no cover - numba
     """Shorten instance ``j``'s macro-step to the iteration running at ``ta``, so a request
     arriving at ``ta`` is admitted at the next iteration boundary as with single steps."""
     a = inst_alloc[j]
-    w = w_s[a]
-    hc = h_s[a] / calib_tokens[a]
     n = n_run[j]
+    w = w_s[a] + seq_s[a] * n
+    hc = h_s[a] / calib_tokens[a]
     lo = 1
     hi = mac_m[j]
     while lo < hi:  # smallest k with end(k) >= ta
@@ -303,7 +306,7 @@ def _macro_cut(j, ta, mac_m, mac_t0, mac_ctx0, n_run, inst_alloc, iter_end, w_s,
 
 @njit(cache=True)
 def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_blocks,
-               block_tokens, chunk_tokens, w_s, h_s, calib_tokens,
+               block_tokens, chunk_tokens, w_s, h_s, calib_tokens, seq_s, pf_s,
                macro=True):  # pragma: no cover
     """Continuous batching per instance (the ``engine`` fidelity, MODEL.md section 2).
 
@@ -311,16 +314,18 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
     served), ``lin`` prompt tokens as served, ``lout`` output tokens. Per allocation:
     instances ``inst_off[a]:inst_off[a] + inst_count[a]``, batch cap ``max_batch``, KV
     budget ``kv_blocks`` of ``block_tokens``, prefill ``chunk_tokens``, ``w_s`` = W (s),
-    ``h_s`` = H (s) at ``calib_tokens`` context.
+    ``h_s`` = H (s) at ``calib_tokens`` context, ``seq_s`` = s (s per decoding sequence),
+    ``pf_s`` = P (s per prefill chunk in a step: ``H`` plus the chunk's compute).
 
     Rules (documented in :mod:`fleetopt_milp.simulator`):
 
     - dispatch at arrival to the allocation's instance with the fewest outstanding requests
       (running + waiting; ties to the lowest index), FCFS queue per instance; an idle
       instance starts at the arrival, with every request arriving at that instant;
-    - an iteration's time is ``W + H * (n_prefill + sum_decode (kv + 1) / C_cal)``: a
+    - an iteration's time is ``W + s n_decode + P n_prefill + H sum_decode (kv + 1) / C_cal``: a
       prefilling sequence costs one calibration context per chunk, as the prefill model
-      ``T_pf = ceil(L_in / chunk) t_iter(1, C_cal)``; a decoding one its live context;
+      ``T_pf = ceil(L_in / chunk) (t_iter(1, C_cal) + chunk compute)``; a decoding one its
+      live context;
     - a prefilling sequence advances ``chunk`` tokens per iteration; its first token is
       out at the end of the iteration that completes its prefill; then one token per
       iteration until ``lout`` tokens (``ceil(L_in / chunk) + L_out`` iterations in all);
@@ -432,8 +437,8 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
             n_run[j] = cnt
             _schedule(j, tm, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nxt,
                       iter_end, dec, admit_t, first_admit, held, preempted, lin, lout,
-                      max_batch, block_tokens, w_s, h_s, calib_tokens, mac_m, mac_t0, mac_ctx0,
-                      macro)
+                      max_batch, block_tokens, w_s, h_s, calib_tokens, seq_s, pf_s, mac_m,
+                      mac_t0, mac_ctx0, macro)
             _tree_fix(tree, iter_end, leaves, j)
         else:
             r = i_arr
@@ -460,7 +465,7 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
             q_tail[j] = r
             if mac_m[j] > 1 and was_empty and n_run[j] < max_batch[alloc[r]]:
                 _macro_cut(j, ta, mac_m, mac_t0, mac_ctx0, n_run, inst_alloc, iter_end, w_s,
-                           h_s, calib_tokens)
+                           h_s, calib_tokens, seq_s)
                 _tree_fix(tree, iter_end, leaves, j)
             elif iter_end[j] == np.inf:
                 # Wake the idle instance at ta; arrivals at the same instant join its batch.

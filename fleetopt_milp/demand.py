@@ -36,25 +36,40 @@ class Moments:
 
     mass: share of all requests; s1 = sum p S (s); s2 = sum p S^2 (s^2);
     floor_mass: share of all requests at each TTFT floor of :attr:`MomentTable.floor_s`.
+    engine: what the engine service model needs (docs/engine.md §2), last axis of 5:
+    ``sum p a``, ``sum p a^2`` (iterations), ``sum p g`` (s; ``g`` = the step time a
+    request adds over its life), ``sum p kv`` (token-iterations of KV it holds) and
+    ``sum p k`` (prefill chunks); ``None`` when not computed.
     """
 
     mass: np.ndarray
     s1: np.ndarray
     s2: np.ndarray
     floor_mass: np.ndarray
+    engine: np.ndarray | None = None
+
+    def _engine(self, other: Moments, sign: float):
+        if self.engine is None or other.engine is None:
+            return None
+        return self.engine + sign * other.engine
 
     def __add__(self, other: Moments) -> Moments:
         return Moments(self.mass + other.mass, self.s1 + other.s1, self.s2 + other.s2,
-                       self.floor_mass + other.floor_mass)
+                       self.floor_mass + other.floor_mass, self._engine(other, 1.0))
 
     def __sub__(self, other: Moments) -> Moments:
         return Moments(self.mass - other.mass, self.s1 - other.s1, self.s2 - other.s2,
-                       self.floor_mass - other.floor_mass)
+                       self.floor_mass - other.floor_mass, self._engine(other, -1.0))
 
     def scaled(self, factor) -> Moments:
         f = np.asarray(factor, float)
+
+        def col(x):
+            return f if x is None else np.reshape(f, np.shape(f) + (1,) * (x.ndim - np.ndim(f)))
+
         return Moments(self.mass * f, self.s1 * f, self.s2 * f,
-                       self.floor_mass * np.reshape(f, np.shape(f) + (1,) * (self.floor_mass.ndim - np.ndim(f))))
+                       self.floor_mass * col(self.floor_mass),
+                       None if self.engine is None else self.engine * col(self.engine))
 
 
 def _ceil_div(x: np.ndarray, d: int) -> np.ndarray:
@@ -96,21 +111,40 @@ class MomentTable:
         chunk = profile.chunk_tokens
         k = _ceil_div(lin, chunk)
         a = (k + lout).astype(float)
-        self._tau_s = float(profile.iter_time_s(1, profile.calib_tokens))
+        self._tau_s = float(profile.prefill_s(chunk))  # one prefill chunk
         kmax = int(max(k.max(), _ceil_div(np.int64(self.long_context_tokens), chunk)))
         self.kmax = kmax
-        levels = np.arange(kmax + 1) * self._tau_s
+        # TTFT floors: k prefill chunks plus the profile's fixed TTFT overhead (0 except in
+        # calibrated profiles, docs/engine.md §3).
+        levels = np.arange(kmax + 1) * self._tau_s + profile.ttft_overhead_ms * 1e-3
         # Floor grid: uncompressed prefill levels, then the same shifted by compression latency.
         self.floor_s = np.concatenate([levels, levels + self.compression_latency_s])
+        # Each floor's prefill chunks and the compression latency in it (the engine model
+        # re-times the chunks at its operating point, docs/engine.md §2).
+        self.floor_chunks = np.concatenate([np.arange(kmax + 1), np.arange(kmax + 1)])
+        self.floor_added_s = np.repeat([0.0, self.compression_latency_s], kmax + 1)
+        # Engine features per class: the step time it adds over its life, g = (H + chunk
+        # compute) k + s L_out + (H / C_cal) Q, and the KV it holds, kv = k L_in + Q, with
+        # Q = L_out L_in + L_out (L_out + 1) / 2 (a decoding sequence reads its context plus
+        # the new token; docs/engine.md §2).
+        h_s, s_s = profile.h_ms * 1e-3, profile.seq_ms * 1e-3
+        pf_s = (profile.h_ms + profile.chunk_compute_ms) * 1e-3
+        hc_s = h_s / profile.calib_tokens
+
+        def engine_feats(k_, lin_, lout_):
+            q = lout_ * lin_ + lout_ * (lout_ + 1) / 2.0
+            return pf_s * k_ + s_s * lout_ + hc_s * q, k_ * lin_ + q
 
         # Segment of each class between consecutive cuts: class with L in (cuts[j-1], cuts[j]]
         # has seg = j; prefix at cut j = sum over classes with seg <= j.
         seg = np.searchsorted(cuts, ltot, side="left")
         nseg = cuts.size + 1
+        g_eng, kv_eng = engine_feats(k.astype(float), lin.astype(float), lout.astype(float))
         feats = np.stack([p, p * a, p * a * ltot, p * a * a, p * a * a * ltot,
-                          p * a * a * ltot * ltot])
-        sums = np.zeros((6, nseg))
-        for i in range(6):
+                          p * a * a * ltot * ltot, p * g_eng, p * kv_eng, p * k])
+        nfeat = feats.shape[0]
+        sums = np.zeros((nfeat, nseg))
+        for i in range(nfeat):
             sums[i] = np.bincount(seg, weights=feats[i], minlength=nseg)
         self._prefix = np.cumsum(sums, axis=1)[:, : cuts.size]  # (6, ncuts): L <= cuts[j]
         fl = np.bincount(seg * (2 * kmax + 2) + k, weights=p, minlength=nseg * (2 * kmax + 2))
@@ -126,7 +160,8 @@ class MomentTable:
         ie = np.searchsorted(cuts, band_ends)
         self._band_plain = (self._prefix[:, ie] - self._prefix[:, ib][:, :, None]).transpose(1, 2, 0)
         self._band_plain_floor = self._floor_prefix[ie] - self._floor_prefix[ib][:, None, :]
-        self._band_comp = np.zeros((nB, nG, 3))  # sum p, sum p a', sum p a'^2
+        self._band_comp = np.zeros((nB, nG, 6))  # sum p, p a', p a'^2, p g', p kv', p k'
+
         self._band_comp_floor = np.zeros((nB, nG, nf))
         starts = np.searchsorted(ltot, b, side="right")
         stops = np.searchsorted(ltot, band_ends[:, -1], side="right")
@@ -138,7 +173,7 @@ class MomentTable:
             gseg = np.searchsorted(band_ends[i], lt, side="left")  # L <= floor(gamma_g B)
             bad = lo_out >= bb
             if np.any(bad):  # output alone fills the window: not compressible
-                for j in range(6):
+                for j in range(nfeat):
                     self._band_plain[i, :, j] -= np.cumsum(
                         np.bincount(gseg[bad], weights=feats[j, lo:hi][bad], minlength=nG))
                 self._band_plain_floor[i] -= np.cumsum(np.bincount(
@@ -149,7 +184,9 @@ class MomentTable:
             kc = _ceil_div(bb - lo_out, chunk)
             ac = (kc + lo_out).astype(float)
             pa = pp * ac
-            cs = np.cumsum(np.stack([pp, pa, pa * ac], 1), axis=0)
+            gc, kvc = engine_feats(kc.astype(float), (bb - lo_out).astype(float),
+                                   lo_out.astype(float))
+            cs = np.cumsum(np.stack([pp, pa, pa * ac, pp * gc, pp * kvc, pp * kc], 1), axis=0)
             pos = np.searchsorted(lt, band_ends[i], side="right")
             self._band_comp[i] = np.where(pos[:, None] > 0, cs[np.maximum(pos - 1, 0)], 0.0)
             self._band_comp_floor[i] = np.cumsum(np.bincount(
@@ -166,12 +203,16 @@ class MomentTable:
             self._band_comp_floor = (self._band_comp_floor[..., :half]
                                      + self._band_comp_floor[..., half:])
             self.floor_s = self.floor_s[:half]
+            self.floor_chunks = self.floor_chunks[:half]
+            self.floor_added_s = self.floor_added_s[:half]
         used = (self._floor_prefix[-1] > 0) | np.any(self._band_comp_floor[:, -1] > 0, axis=0)
         cols = np.flatnonzero(used)
         self._floor_prefix = np.ascontiguousarray(self._floor_prefix[:, cols])
         self._band_plain_floor = np.ascontiguousarray(self._band_plain_floor[..., cols])
         self._band_comp_floor = np.ascontiguousarray(self._band_comp_floor[..., cols])
         self.floor_s = self.floor_s[cols]
+        self.floor_chunks = self.floor_chunks[cols]
+        self.floor_added_s = self.floor_added_s[cols]
 
     # -- helpers -------------------------------------------------------------------------
     @property
@@ -212,13 +253,19 @@ class MomentTable:
     def _boundary_index(self, b) -> np.ndarray:
         return self._lookup(b, self.boundaries_tokens, "boundaries")
 
-    def _combine(self, raw: np.ndarray, h: np.ndarray, floor: np.ndarray) -> Moments:
-        """Moments from the six raw sums (last axis) at per-token cost ``h`` (s/token)."""
-        w = self.profile.w_ms * 1e-3
+    def _w_s(self, window_tokens) -> np.ndarray:
+        """Full-batch fixed iteration cost ``W + s slots(C)`` in seconds (``s`` = 0 except in
+        calibrated profiles)."""
+        return (self.profile.w_ms * 1e-3
+                + self.profile.seq_ms * 1e-3 * self.slots(window_tokens))
+
+    def _combine(self, raw: np.ndarray, window_tokens, floor: np.ndarray) -> Moments:
+        """Moments from the raw sums (last axis) at the full-batch iteration of a window."""
+        w, h = self._w_s(window_tokens), self._h_s(window_tokens)
         mass, pa, paL, pa2, pa2L, pa2L2 = (raw[..., i] for i in range(6))
         s1 = w * pa + h * paL
         s2 = w * w * pa2 + 2.0 * w * h * pa2L + h * h * pa2L2
-        return Moments(mass, s1, s2, floor)
+        return Moments(mass, s1, s2, floor, raw[..., [1, 3, 6, 7, 8]])
 
     # -- queries ---------------------------------------------------------------------------
     def plain(self, lo_tokens, hi_tokens, window_tokens) -> Moments:
@@ -227,13 +274,13 @@ class MomentTable:
         j = self._cut_index(hi_tokens)
         raw = (self._prefix[:, j] - self._prefix[:, i]).T
         floor = self._floor_prefix[j] - self._floor_prefix[i]
-        return self._combine(raw, self._h_s(window_tokens), floor)
+        return self._combine(raw, window_tokens, floor)
 
     def band_plain(self, b_tokens, gamma, window_tokens) -> Moments:
         """Compressible requests in ``(B, gamma B]`` as they are (uncompressed) at a window."""
         i = self._boundary_index(b_tokens)
         g = self._gamma_index(gamma)
-        return self._combine(self._band_plain[i, g], self._h_s(window_tokens),
+        return self._combine(self._band_plain[i, g], window_tokens,
                              self._band_plain_floor[i, g])
 
     def band_compressed(self, b_tokens, gamma) -> Moments:
@@ -241,10 +288,11 @@ class MomentTable:
         i = self._boundary_index(b_tokens)
         g = self._gamma_index(gamma)
         bb = self.boundaries_tokens[i].astype(float)
-        t_iter = self.profile.w_ms * 1e-3 + self._h_s(self.boundaries_tokens[i]) * bb
+        b_tok = self.boundaries_tokens[i]
+        t_iter = self._w_s(b_tok) + self._h_s(b_tok) * bb
         raw = self._band_comp[i, g]
         return Moments(raw[:, 0], t_iter * raw[:, 1], t_iter * t_iter * raw[:, 2],
-                       self._band_comp_floor[i, g])
+                       self._band_comp_floor[i, g], raw[:, 1:6])
 
     def pool_parts(self, windows_tokens, gammas) -> list[PoolParts]:
         """Moments of ``K`` ordered pools for candidate routings, split by ``p_c``.

@@ -5,11 +5,13 @@ parallelism. Its price is ``tp x usd_per_gpu_hour`` (the paper's simulator price
 replica at one GPU's price; this package never does). A :class:`Profile` carries what the
 planner needs of an instance:
 
-- iteration time of continuous batching, ``t_iter(n, Lbar) = W + H * n * Lbar / C_cal``
-  (``W``, ``H`` in ms; ``n`` sequences of mean context ``Lbar`` tokens; ``C_cal`` tokens);
+- iteration time of continuous batching, ``t_iter(n, Lbar) = W + s n + H * n * Lbar / C_cal``
+  (``W``, ``s``, ``H`` in ms; ``n`` sequences of mean context ``Lbar`` tokens; ``C_cal``
+  tokens; the per-sequence cost ``s`` is 0 except in calibrated profiles, docs/engine.md);
 - KV slots of an instance serving contexts up to ``C`` tokens,
   ``slots(C) = min(KV_blocks // ceil(C / block), max_slots * C_cal // C)``;
-- prefill ``T_pf = ceil(L_in / chunk) * t_iter(1, C_cal)`` and service time
+- prefill ``T_pf = ceil(L_in / chunk) * (t_iter(1, C_cal) + p * chunk)`` (``p``: the
+  per-token prefill compute of calibrated profiles, 0 otherwise) and service time
   ``S = (ceil(L_in / chunk) + L_out) * t_iter(slots(C), L_in + L_out)``.
 
 Profiles come from the paper (``paper-A100``, ``paper-H100``, ``paper-A10G``), from a
@@ -222,13 +224,21 @@ class LlmSpec:
 class Profile:
     """One serving instance = one model replica on `tp` GPUs of one type (MODEL.md §2).
 
-    ``w_ms`` (``W``) and ``h_ms`` (``H``) define ``t_iter(n, Lbar) = W + H * n * Lbar /
-    calib_tokens`` in ms. ``kv_blocks`` of ``block_tokens`` tokens is the KV pool of the
+    ``w_ms`` (``W``), ``seq_ms`` (``s``) and ``h_ms`` (``H``) define ``t_iter(n, Lbar) = W +
+    s n + H * n * Lbar / calib_tokens`` in ms (``s`` = one sequence's share of a decode
+    step's compute; 0 for the paper's and roofline profiles). ``kv_blocks`` of ``block_tokens`` tokens is the KV pool of the
     whole instance; ``max_slots`` caps the batch at ``calib_tokens`` context;
     ``chunk_tokens`` is the prefill chunk. ``usd_per_gpu_hour`` is the price of ONE GPU:
     the instance costs :attr:`usd_per_instance_hour` = ``tp * usd_per_gpu_hour``.
     ``source`` is one of :data:`PROFILE_SOURCES`; ``citation`` says where the figures
-    come from.
+    come from. Calibrated profiles (docs/engine.md) also carry ``prefill_ms_per_token``
+    (``p``: the compute a prompt token adds to its step, so a chunk adds ``p * chunk`` ms;
+    0 in the paper's and roofline profiles, whose chunk is one weight read),
+    ``ttft_overhead_ms``, the
+    fixed latency every request's first token pays (server, tokenizer, network), used by
+    the engine service model; ``inputs_sha256`` of the measurement files fitted; and the
+    fit quality: ``fit_median_error`` and ``fit_p90_error``, the median and 90th
+    percentile of the absolute relative residuals over ``fit_observations`` observations.
     """
 
     name: str
@@ -246,9 +256,22 @@ class Profile:
     source: str  # "paper" | "roofline" | "calibrated" | "user"
     citation: str = ""
     notes: str = ""
+    seq_ms: float = 0.0
+    prefill_ms_per_token: float = 0.0
+    ttft_overhead_ms: float = 0.0
+    inputs_sha256: tuple[str, ...] = ()
+    fit_median_error: float = 0.0
+    fit_p90_error: float = 0.0
+    fit_observations: int = 0
 
     def __post_init__(self) -> None:
         owner = f"profile {self.name!r}"
+        for key in ("seq_ms", "prefill_ms_per_token", "ttft_overhead_ms", "fit_median_error",
+                    "fit_p90_error"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(v) or v < 0:
+                _fail(f"{owner}: {key} must be a number >= 0, got {v!r}")
         _check_int(
             owner,
             tp=self.tp,
@@ -326,14 +349,14 @@ class Profile:
     # -- timing ---------------------------------------------------------------------------
 
     def iter_time_s(self, batch_size, mean_context_tokens):
-        """Iteration time ``(W + H * n * Lbar / calib_tokens) / 1000`` in seconds (MODEL.md §2).
+        """Iteration time ``(W + s n + H * n * Lbar / calib_tokens) / 1000`` in seconds (MODEL.md §2).
 
         ``batch_size`` (``n``) and ``mean_context_tokens`` (``Lbar``) broadcast as numpy
         arrays; scalars in, float out.
         """
         n = np.asarray(batch_size, dtype=float)
         lbar = np.asarray(mean_context_tokens, dtype=float)
-        t = (self.w_ms + self.h_ms * n * lbar / self.calib_tokens) * 1e-3
+        t = (self.w_ms + self.seq_ms * n + self.h_ms * n * lbar / self.calib_tokens) * 1e-3
         return _scalar_or_array(t)
 
     def prefill_chunks(self, input_tokens):
@@ -343,13 +366,21 @@ class Profile:
             raise FleetOptError(f"profile {self.name!r}: input_tokens must be >= 0")
         return _ceil_div(lin, self.chunk_tokens)
 
-    def prefill_s(self, input_tokens):
-        """Prefill time ``ceil(L_in / chunk) * t_iter(1, calib_tokens)`` in seconds (MODEL.md §2).
+    @property
+    def chunk_compute_ms(self) -> float:
+        """Compute a full prefill chunk adds to its step: ``prefill_ms_per_token * chunk``, ms
+        (0 except in calibrated profiles)."""
+        return self.prefill_ms_per_token * self.chunk_tokens
 
-        One sequence at the unscaled ``H``, as in the paper's simulator. Vectorised.
+    def prefill_s(self, input_tokens):
+        """Prefill time ``ceil(L_in / chunk) * (t_iter(1, calib_tokens) + chunk compute)``, s.
+
+        One sequence at the unscaled ``H``, as in the paper's simulator (MODEL.md §2); the
+        chunk compute is 0 except in calibrated profiles (docs/engine.md §1). Vectorised.
         """
         chunks = self.prefill_chunks(input_tokens)
-        return _scalar_or_array(chunks * self.iter_time_s(1, self.calib_tokens))
+        step = self.iter_time_s(1, self.calib_tokens) + self.chunk_compute_ms * 1e-3
+        return _scalar_or_array(chunks * step)
 
     def service_s(self, input_tokens, output_tokens, context_tokens: int):
         """Slot holding time ``(ceil(L_in / chunk) + L_out) * t_iter(slots(C), L_in + L_out)``, s.
@@ -567,7 +598,7 @@ def profile_warnings(profile: Profile, catalog: Catalog) -> list[str]:
             f"{h_floor:.3f} ms ({profile.calib_tokens} tokens of KV over {where} at peak bandwidth)"
         )
     chunk_floor = prefill_chunk_floor_ms(profile, gpu, model)
-    chunk_ms = float(profile.iter_time_s(1, profile.calib_tokens)) * 1e3
+    chunk_ms = float(profile.prefill_s(profile.chunk_tokens)) * 1e3
     if chunk_ms < chunk_floor * (1 - tol):
         out.append(
             f"profile {profile.name!r}: a {profile.chunk_tokens}-token prefill chunk takes "
@@ -654,7 +685,8 @@ class Catalog:
         return p
 
 
-# Field schemas: name -> (kind, required). Kinds: "str", "int" (>= 1), "num" (> 0), "aliases".
+# Field schemas: name -> (kind, required). Kinds: "str", "int" (>= 1), "num" (> 0), "num0"
+# (>= 0), "aliases" (a list of strings).
 _GPU_SCHEMA = {
     "hbm_gb": ("num", True),
     "hbm_bandwidth_gb_per_s": ("num", True),
@@ -694,6 +726,13 @@ _PROFILE_SCHEMA = {
     "source": ("str", False),
     "citation": ("str", False),
     "notes": ("str", False),
+    "seq_ms": ("num0", False),
+    "prefill_ms_per_token": ("num0", False),
+    "ttft_overhead_ms": ("num0", False),
+    "inputs_sha256": ("aliases", False),
+    "fit_median_error": ("num0", False),
+    "fit_p90_error": ("num0", False),
+    "fit_observations": ("int", False),
 }
 _SECTIONS = {"gpus": _GPU_SCHEMA, "llms": _LLM_SCHEMA, "profiles": _PROFILE_SCHEMA}
 
@@ -730,11 +769,12 @@ def _validate_entry(
                 raise CatalogError(f"{where}: field {key!r} must be an integer, got {v!r}")
             if v < 1:
                 raise CatalogError(f"{where}: field {key!r} must be >= 1, got {v!r}")
-        elif kind == "num":
+        elif kind in ("num", "num0"):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise CatalogError(f"{where}: field {key!r} must be a number, got {v!r}")
-            if not math.isfinite(v) or v <= 0:
-                raise CatalogError(f"{where}: field {key!r} must be positive, got {v!r}")
+            if not math.isfinite(v) or v < 0 or (v == 0 and kind == "num"):
+                need = "positive" if kind == "num" else ">= 0"
+                raise CatalogError(f"{where}: field {key!r} must be {need}, got {v!r}")
         elif kind == "aliases":
             if not isinstance(v, list) or not all(isinstance(a, str) and a.strip() for a in v):
                 raise CatalogError(f"{where}: field {key!r} must be a list of names, got {v!r}")

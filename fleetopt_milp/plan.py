@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import FleetOptError
+
+if TYPE_CHECKING:
+    from .provenance import PlanInputs
 
 __all__ = ["Allocation", "PoolPlan", "FleetSummary", "Plan", "read_plan", "write_plan",
            "HOURS_PER_YEAR"]
@@ -60,7 +64,9 @@ class PoolPlan:
 
     ``compressed_in_rps``: C&R requests compressed into this pool from the band above.
     ``p99_ttft_ms`` is the pool's TTFT at the plan's percentile (the name keeps the
-    P99 default; see :attr:`Plan.percentile`).
+    P99 default; see :attr:`Plan.percentile`). Under the engine service model
+    (docs/engine.md): ``mean_tpot_ms``, ``tpot_ms`` (TPOT at :attr:`Plan.tpot_percentile`)
+    and ``mean_batch`` (sequences per instance); ``None`` under the slot model.
     """
 
     role: str
@@ -73,6 +79,9 @@ class PoolPlan:
     utilization: float
     p99_ttft_ms: float
     slo_miss_share: float
+    mean_tpot_ms: float | None = None
+    tpot_ms: float | None = None
+    mean_batch: float | None = None
 
     @property
     def instances(self) -> int:
@@ -130,6 +139,10 @@ class Plan:
     solver: dict | None = None
     verification: dict | None = None
     extra: dict = field(default_factory=dict)
+    service_model: str = "slot"
+    tpot_slo_ms: float | None = None
+    tpot_percentile: float = 99.0
+    inputs: PlanInputs | None = None  # what the plan was made from (provenance.py)
 
     @property
     def instances(self) -> int:
@@ -163,7 +176,7 @@ class Plan:
             d["allocations"] = [dict(asdict(a), gpus=a.gpus) for a in p.allocations]
             pools.append(d)
         out = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in ("pools", "baselines", "extra")}
+               if f.name not in ("pools", "baselines", "extra", "inputs")}
         out.update(
             schema="fleetopt-plan/1",
             instances=self.instances,
@@ -176,6 +189,8 @@ class Plan:
         )
         out["warnings"] = list(self.warnings)
         out.update(self.extra)
+        if self.inputs is not None:
+            out["inputs"] = self.inputs.to_dict()
         return out
 
     @classmethod
@@ -186,14 +201,20 @@ class Plan:
             for p in d["pools"]:
                 allocs = tuple(Allocation(**{f.name: a[f.name] for f in fields(Allocation)})
                                for a in p["allocations"])
-                kw = {f.name: p[f.name] for f in fields(PoolPlan) if f.name != "allocations"}
+                kw = {f.name: p[f.name] for f in fields(PoolPlan)
+                      if f.name != "allocations" and (f.name in p or f.default is MISSING)}
                 pools.append(PoolPlan(allocations=allocs, **kw))
             baselines = {k: FleetSummary(**{
                 **v, "pool_instances": tuple(v["pool_instances"]),
                 "usd_per_hour": math.inf if v["usd_per_hour"] is None else v["usd_per_hour"]})
                 for k, v in d["baselines"].items()}
             kw = {f.name: d[f.name] for f in fields(cls)
-                  if f.name not in ("pools", "baselines", "extra", "warnings") and f.name in d}
+                  if f.name not in ("pools", "baselines", "extra", "warnings", "inputs")
+                  and f.name in d}
+            if d.get("inputs") is not None:
+                from .provenance import PlanInputs
+
+                kw["inputs"] = PlanInputs.from_dict(d["inputs"])
             return cls(pools=tuple(pools), baselines=baselines,
                        warnings=tuple(d.get("warnings", ())), **kw)
         except (KeyError, TypeError) as exc:

@@ -14,15 +14,15 @@ moments of every candidate pool, and one vectorised ``min_instances`` call sizes
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .demand import MomentTable, PoolParts
+from .demand import Moments, MomentTable, PoolParts
 from .errors import FleetOptError, InfeasibleError
 from .plan import Allocation, FleetSummary, Plan, PoolPlan
 from .poolload import PoolLoad
-from .queueing import pool_figures
+from .queueing import load_compiled_kernels, pool_figures
 from .scenario import Scenario, band_end_tokens, default_boundaries, gamma_grid
 from .service import service_model
 from .sizing import min_instances
@@ -37,10 +37,16 @@ class PlanningTables:
     They depend on the workload, the profile, the candidate boundaries and gammas, the long
     window, the compression latency and the length split, not on the rate, the SLO or
     ``p_c``: a sweep over those reuses one :class:`PlanningTables` (see :meth:`for_scenario`).
+
+    ``compiled`` loads the compiled kernels (numba, about 1 s once per process; a plan then
+    takes well under 1 ms instead of about 2 ms). :func:`plan` without tables builds them
+    with ``compiled=False``: one plan does not repay the load (the numbers are the same).
     """
 
-    def __init__(self, scenario: Scenario):
+    def __init__(self, scenario: Scenario, compiled: bool = True):
         s = scenario
+        if compiled:  # tables kept for reuse repay loading the compiled kernels
+            load_compiled_kernels()
         self.scenario = s
         self._key = self._key_of(s)
         self.workload = s.workload.with_paper_split() if s.paper_compat and \
@@ -55,12 +61,17 @@ class PlanningTables:
         self.table = MomentTable(self.workload, s.profile, self.boundaries, self.gammas,
                                  s.long_context_tokens, s.compression_latency_ms * 1e-3)
         # The two-pool candidates and the homogeneous pool, with their moments split by
-        # p_c (docs/model.md §4): none of it depends on the rate, the SLO or p_c.
+        # p_c (docs/model.md §4): none of it depends on the rate, the SLO or p_c. Rows:
+        # every candidate's short pool, every candidate's long pool, the homogeneous pool.
         self.windows, self.gammas_cand = _candidates(self.boundaries, self.gammas,
                                                      s.long_context_tokens)
-        self.parts = self.table.pool_parts(self.windows, self.gammas_cand)
-        self.h_windows = np.array([[s.long_context_tokens]])
-        self.h_parts = self.table.pool_parts(self.h_windows, np.zeros((1, 0)))
+        parts = self.table.pool_parts(self.windows, self.gammas_cand)
+        parts += self.table.pool_parts(np.array([[s.long_context_tokens]]), np.zeros((1, 0)))
+        self.rows = _RowParts.stack(parts, np.concatenate(
+            [self.windows[:, 0], self.windows[:, 1], [s.long_context_tokens]]))
+        self.no_compression = np.isclose(self.gammas_cand[:, 0], 1.0)
+        #: The last scenario checked with these tables, and what ``validated()`` returned.
+        self.checked: tuple[Scenario, Scenario] | None = None
 
     @staticmethod
     def _key_of(s: Scenario) -> tuple:
@@ -78,21 +89,62 @@ class PlanningTables:
         return new
 
 
-def _loads(tables: PlanningTables, parts: list[PoolParts], windows: np.ndarray
-           ) -> list[PoolLoad]:
-    """Each pool's load under the scenario's service model (docs/model.md §2-4)."""
-    s = tables.scenario
-    model = service_model(s.service_model)
-    return [model.pool_load(p.at(s.compressible_share), tables.table, windows[:, k], s.rate_rps)
-            for k, p in enumerate(parts)]
+@dataclass(frozen=True)
+class _RowParts:
+    """:class:`PoolParts` of many pools stacked as rows: ``sums`` ``(3, 3, N)`` holds the
+    base, lost and gained ``[mass, s1, s2]`` and ``floors`` ``(3, N, m)`` their floor masses
+    (zeros where a pool has no band); ``window_tokens`` ``(N,)`` each row's window;
+    ``engine`` ``(3, N, 4)`` the engine model's sums (:class:`Moments`, docs/engine.md §2)."""
+
+    sums: np.ndarray
+    floors: np.ndarray
+    window_tokens: np.ndarray
+    engine: np.ndarray
+
+    @staticmethod
+    def stack(parts: list[PoolParts], window_tokens: np.ndarray) -> _RowParts:
+        def part(p: PoolParts, f: str) -> Moments:
+            m = getattr(p, f)
+            return p.base.scaled(0.0) if m is None else m
+
+        sums = np.stack([np.concatenate([np.stack([m.mass, m.s1, m.s2]) for m in
+                                         (part(p, f) for p in parts)], axis=1)
+                         for f in ("base", "lost", "gained")])
+        floors = np.stack([np.concatenate([part(p, f).floor_mass for p in parts])
+                           for f in ("base", "lost", "gained")])
+        engine = np.stack([np.concatenate([part(p, f).engine for p in parts])
+                           for f in ("base", "lost", "gained")])
+        return _RowParts(sums, floors, window_tokens, engine)
+
+    @property
+    def gained_mass(self) -> np.ndarray:
+        """Share of all requests compressed into each row's pool at ``p_c = 1``."""
+        return self.sums[2, 0]
+
+    def moments(self, compressible_share: float) -> Moments:
+        """Every row's moments at ``p_c`` (the operations of :meth:`PoolParts.at`)."""
+        pc = float(compressible_share)
+        s, f, e = self.sums, self.floors, self.engine
+        if pc > 0:
+            s = s[0] - s[1] * pc + s[2] * pc
+            f = f[0] - f[1] * pc + f[2] * pc
+            e = e[0] - e[1] * pc + e[2] * pc
+        else:
+            s, f, e = s[0], f[0], e[0]
+        return Moments(s[0], s[1], s[2], f, e)
 
 
-def _counts(tables: PlanningTables, loads: list[PoolLoad]) -> np.ndarray:
-    """Minimum instances of every pool of every candidate, one sizing call: ``(n, K)``."""
+def _size_rows(tables: PlanningTables, rows: _RowParts) -> tuple[PoolLoad, np.ndarray]:
+    """The load of every row under the scenario's service model (docs/model.md §2-4) and
+    its minimum instances, in one sizing call (``-1``: no size meets the SLO)."""
     s = tables.scenario
-    counts = min_instances(PoolLoad.concat(loads), s.slo_ms * 1e-3, s.percentile, s.rho_max,
+    load = service_model(s.service_model).pool_load(
+        rows.moments(s.compressible_share), tables.table, rows.window_tokens, s.rate_rps)
+    if s.tpot_ms is not None:  # the engine model's own SLO (docs/engine.md §2)
+        load = load.with_tpot_slo(s.tpot_ms * 1e-3, s.tpot_percentile)
+    counts = min_instances(load, s.slo_ms * 1e-3, s.percentile, s.rho_max,
                            paper_rule=s.paper_compat)
-    return counts.reshape(len(loads), -1).T
+    return load, counts
 
 
 def size_pools(tables: PlanningTables, windows: np.ndarray, gammas: np.ndarray
@@ -102,8 +154,11 @@ def size_pools(tables: PlanningTables, windows: np.ndarray, gammas: np.ndarray
     ``windows`` ``(n, K)``, ``gammas`` ``(n, K-1)``. Returns the pool loads and an
     ``(n, K)`` int array of instances (``-1``: the pool cannot meet the SLO at any size).
     """
-    loads = _loads(tables, tables.table.pool_parts(windows, gammas), windows)
-    return loads, _counts(tables, loads)
+    n, k_pools = windows.shape
+    rows = _RowParts.stack(tables.table.pool_parts(windows, gammas), windows.T.ravel())
+    load, counts = _size_rows(tables, rows)
+    return ([load.take(slice(k * n, (k + 1) * n)) for k in range(k_pools)],
+            counts.reshape(k_pools, n).T)
 
 
 def _candidates(boundaries: np.ndarray, gammas: np.ndarray, long_tokens: int):
@@ -116,35 +171,41 @@ def _candidates(boundaries: np.ndarray, gammas: np.ndarray, long_tokens: int):
     return windows, gg[:, None]
 
 
-def _build_pools(tables: PlanningTables, loads: list[PoolLoad], i: int, counts: np.ndarray,
-                 windows: np.ndarray, gammas: np.ndarray, roles: tuple[str, ...]
-                 ) -> tuple[PoolPlan, ...]:
+def _build_pools(tables: PlanningTables, load: PoolLoad, rows: tuple[int, ...],
+                 counts: tuple[int, ...], gamma: float) -> tuple[PoolPlan, ...]:
+    """The plan's pools from rows of the stacked load (short then long, or homogeneous)."""
     s = tables.scenario
     prof = s.profile
     pools = []
-    for k, load in enumerate(loads):
-        n = int(counts[i, k])
-        fig = pool_figures(load.queue(i, max(n, 0)), s.slo_ms * 1e-3, s.percentile,
-                           s.paper_compat)
-        rate = float(load.rate_rps[i])
+    for k, (r, n) in enumerate(zip(rows, counts, strict=True)):
+        queue = load.queue(r, max(n, 0))
+        fig = pool_figures(queue, s.slo_ms * 1e-3, s.percentile, s.paper_compat)
+        tpot = {}
+        if load.load_dependent and n > 0:  # the engine model's TPOT (docs/engine.md §2)
+            from .engine_model import tpot_figures
+
+            tf = tpot_figures([queue], [1.0], s.tpot_percentile, s.tpot_ms)
+            tpot = dict(mean_tpot_ms=tf.mean_ms, tpot_ms=tf.at_percentile_ms,
+                        mean_batch=queue.mean_batch)
+        rate = float(load.rate_rps[r])
         alloc = Allocation(
             profile=prof.name, gpu=prof.gpu, model=prof.model, tp=prof.tp, instances=n,
-            load_share=1.0, rate_rps=rate, slots_per_instance=int(load.slots_per_instance[i]),
+            load_share=1.0, rate_rps=rate, slots_per_instance=int(load.slots_per_instance[r]),
             usd_per_gpu_hour=prof.usd_per_gpu_hour, usd_per_hour=n * prof.usd_per_instance_hour,
-            mean_service_s=float(load.mean_service_s[i]), cs2=float(load.cs2[i]),
+            mean_service_s=float(load.mean_service_s[r]), cs2=float(load.cs2[r]),
             utilization=fig.utilization, p99_ttft_ms=fig.ttft_ms,
             slo_miss_share=fig.slo_miss_share)
+        last = k == len(rows) - 1
         comp_in = 0.0
-        if k < len(loads) - 1 and s.compressible_share > 0:
-            cm = tables.table.band_compressed(windows[i, k], gammas[i, k])
-            comp_in = float(cm.mass[0]) * s.compressible_share * s.rate_rps
+        if not last and s.compressible_share > 0:  # the band above, cut to this window
+            comp_in = float(tables.rows.gained_mass[r]) * s.compressible_share * s.rate_rps
         pools.append(PoolPlan(
-            role=roles[k], lo_tokens=0 if k == 0 else int(windows[i, k - 1]),
-            context_tokens=int(windows[i, k]),
-            gamma=float(gammas[i, k]) if k < len(loads) - 1 else 1.0,
-            allocations=(alloc,), rate_rps=rate, compressed_in_rps=comp_in,
-            utilization=fig.utilization, p99_ttft_ms=fig.ttft_ms,
-            slo_miss_share=fig.slo_miss_share))
+            role="homogeneous" if len(rows) == 1 else ("short", "long")[k],
+            lo_tokens=0 if k == 0 else int(tables.rows.window_tokens[rows[k - 1]]),
+            context_tokens=int(tables.rows.window_tokens[r]),
+            gamma=1.0 if last else gamma, allocations=(alloc,), rate_rps=rate,
+            compressed_in_rps=comp_in, utilization=fig.utilization, p99_ttft_ms=fig.ttft_ms,
+            slo_miss_share=fig.slo_miss_share, **tpot))
     return tuple(pools)
 
 
@@ -161,78 +222,116 @@ def _prefill_fault(tables: PlanningTables, load: PoolLoad, i: int, role: str) ->
             f"{100 - s.percentile:.2g}% the P{s.percentile:g} SLO allows)")
 
 
+@dataclass(frozen=True)
+class _Search:
+    """Every candidate and the homogeneous pool sized, with the candidates ranked.
+
+    load: the stacked rows of :attr:`PlanningTables.rows`. counts: ``(n, 2)`` instances of
+    the candidates' pools; usd: their $/hour (inf where a pool cannot meet the SLO);
+    h_count: the homogeneous pool's instances; order: the feasible candidates cheapest
+    first (ties: fewer instances, smaller gamma, i.e. less compression, smaller B).
+    """
+
+    tables: PlanningTables
+    load: PoolLoad
+    counts: np.ndarray
+    usd: np.ndarray
+    h_count: int
+    order: np.ndarray
+
+    @staticmethod
+    def run(tables: PlanningTables) -> _Search:
+        s = tables.scenario
+        load, all_counts = _size_rows(tables, tables.rows)
+        n = tables.windows.shape[0]
+        counts = all_counts[: 2 * n].reshape(2, n).T
+        total = counts[:, 0] + counts[:, 1]
+        usd = np.where((counts[:, 0] >= 0) & (counts[:, 1] >= 0),
+                       total * s.profile.usd_per_instance_hour, np.inf)
+        ok = np.flatnonzero(np.isfinite(usd))
+        g, w = tables.gammas_cand[ok, 0], tables.windows[ok, 0]
+        order = ok[np.lexsort((w, g, total[ok], usd[ok]))]
+        return _Search(tables, load, counts, usd, int(all_counts[2 * n]), order)
+
+    @property
+    def windows(self) -> np.ndarray:
+        return self.tables.windows
+
+    @property
+    def gammas(self) -> np.ndarray:
+        return self.tables.gammas_cand
+
+    @property
+    def h_row(self) -> int:
+        return 2 * self.windows.shape[0]
+
+    def best(self, mask: np.ndarray) -> int | None:
+        """The cheapest feasible candidate under ``mask`` (ties as :attr:`order`)."""
+        hit = self.order[mask[self.order]]
+        return int(hit[0]) if hit.size else None
+
+
 def plan_candidates(scenario: Scenario, tables: PlanningTables | None = None):
     """Every two-pool candidate, sized: ``(windows, gammas, counts, usd_per_hour, loads)``.
 
     ``usd_per_hour`` is ``inf`` where a pool cannot meet the SLO at any size. Sorted by
     nothing: index with ``np.argsort(usd_per_hour)`` for the cheapest first.
     """
-    tables = tables or PlanningTables(scenario.validated())
-    windows, gammas = tables.windows, tables.gammas_cand
-    loads = _loads(tables, tables.parts, windows)
-    counts = _counts(tables, loads)
-    price = scenario.profile.usd_per_instance_hour
-    usd = np.where(np.all(counts >= 0, axis=1), counts.sum(axis=1) * price, np.inf)
-    return windows, gammas, counts, usd, loads
+    tables = tables or PlanningTables(scenario.validated(), compiled=False)
+    found = _Search.run(tables)
+    n = found.windows.shape[0]
+    loads = [found.load.take(slice(0, n)), found.load.take(slice(n, 2 * n))]
+    return found.windows, found.gammas, found.counts, found.usd, loads
 
 
-def _best(usd: np.ndarray, counts: np.ndarray, gammas: np.ndarray, windows: np.ndarray,
-          mask: np.ndarray) -> int | None:
-    """Index of the cheapest feasible candidate under ``mask``; ties: fewer instances, smaller
-    gamma (less compression), smaller boundary."""
-    idx = np.flatnonzero(mask & np.isfinite(usd))
-    if idx.size == 0:
-        return None
-    order = np.lexsort((windows[idx, 0], gammas[idx, 0], counts[idx].sum(axis=1), usd[idx]))
-    return int(idx[order[0]])
-
-
-def _search(s: Scenario, tables: PlanningTables):
-    """Size every candidate and the homogeneous baseline; return them with the baselines."""
-    windows, gammas, counts, usd, loads = plan_candidates(s, tables)
-    h_loads = _loads(tables, tables.h_parts, tables.h_windows)
-    h_counts = _counts(tables, h_loads)
+def _baselines(found: _Search) -> dict[str, FleetSummary]:
+    """Homogeneous, pool routing (best B at gamma 1), retrofit (C&R at pool routing's B) and
+    FleetOpt (best B and gamma); raises :class:`InfeasibleError` if no fleet meets the SLO."""
+    tables = found.tables
+    s = tables.scenario
     price = s.profile.usd_per_instance_hour
     tp = s.profile.tp
-    h_ok = h_counts[0, 0] >= 0
-    baselines = {
-        "homogeneous": FleetSummary(
-            "homogeneous", None, 1.0, int(max(h_counts[0, 0], 0)),
-            int(max(h_counts[0, 0], 0)) * tp, float(h_counts[0, 0] * price) if h_ok else np.inf,
-            (int(h_counts[0, 0]),), bool(h_ok),
-            "" if h_ok else _prefill_fault(tables, h_loads[0], 0, "homogeneous"))}
-    g1 = np.isclose(gammas[:, 0], 1.0)
-    i_pr = _best(usd, counts, gammas, windows, g1)
-    i_all = _best(usd, counts, gammas, windows, np.ones_like(g1))
-    i_rf = None
-    if i_pr is not None:
-        i_rf = _best(usd, counts, gammas, windows, windows[:, 0] == windows[i_pr, 0])
+    h = found.h_count
+    h_ok = h >= 0
+    fault = "" if h_ok else _prefill_fault(tables, found.load, found.h_row, "homogeneous")
+    if not h_ok and found.order.size == 0 and s.tpot_ms is not None:
+        ld, r = found.load, found.h_row
+        alone_ms = float(ld.w_s[r] + ld.step_cost_s[r] / ld.mean_iterations[r]) * 1e3
+        if alone_ms > s.tpot_ms:
+            raise InfeasibleError(
+                f"no fleet meets the TPOT SLO: a decode step of one sequence takes "
+                f"{alone_ms:.1f} ms on {s.profile.name}, above --tpot-ms {s.tpot_ms:g}; relax "
+                "--tpot-ms or choose a faster profile", binding="tpot")
+    if not h_ok and found.order.size == 0:
+        raise InfeasibleError(
+            f"no fleet meets the SLO: {fault}; relax --slo-ms or --percentile, or choose a "
+            "GPU with faster prefill", binding="prefill")
+    out = {"homogeneous": FleetSummary(
+        "homogeneous", None, 1.0, max(h, 0), max(h, 0) * tp,
+        float(h * price) if h_ok else np.inf, (h,), bool(h_ok), fault)}
+    i_pr = found.best(tables.no_compression)
+    i_rf = None if i_pr is None else found.best(found.windows[:, 0] == found.windows[i_pr, 0])
+    i_all = int(found.order[0]) if found.order.size else None
     for name, i in (("pool_routing", i_pr), ("retrofit", i_rf), ("fleetopt", i_all)):
         if i is None:
-            baselines[name] = FleetSummary(name, None, 1.0, 0, 0, np.inf, (), False,
-                                           "no two-pool candidate meets the SLO")
+            out[name] = FleetSummary(name, None, 1.0, 0, 0, np.inf, (), False,
+                                     "no two-pool candidate meets the SLO")
         else:
-            baselines[name] = FleetSummary(
-                name, int(windows[i, 0]), float(gammas[i, 0]), int(counts[i].sum()),
-                int(counts[i].sum()) * tp, float(usd[i]), tuple(int(x) for x in counts[i]))
-    if not np.isfinite(usd).any() and not h_ok:
-        raise InfeasibleError(
-            "no fleet meets the SLO: " + _prefill_fault(tables, h_loads[0], 0, "homogeneous")
-            + "; relax --slo-ms or --percentile, or choose a GPU with faster prefill",
-            binding="prefill")
-    return windows, gammas, counts, usd, loads, h_loads, h_counts, baselines
+            n_s, n_l = int(found.counts[i, 0]), int(found.counts[i, 1])
+            out[name] = FleetSummary(
+                name, int(found.windows[i, 0]), float(found.gammas[i, 0]), n_s + n_l,
+                (n_s + n_l) * tp, float(found.usd[i]), (n_s, n_l))
+    return out
 
 
-def _ranked(usd, counts, gammas, windows, h_usd) -> list[int]:
-    """Candidate indices cheapest first (ties as :func:`_best`); ``-1`` is homogeneous, which
-    goes before two-pool fleets of equal cost (for example one whose short pool is empty)."""
-    ok = np.flatnonzero(np.isfinite(usd))
-    order = ok[np.lexsort((windows[ok, 0], gammas[ok, 0], counts[ok].sum(axis=1), usd[ok]))]
-    ranked = [int(i) for i in order]
+def _ranked(found: _Search, h_usd: float, count: int) -> list[int]:
+    """The ``count`` cheapest fleets as candidate indices; ``-1`` is homogeneous, which goes
+    before two-pool fleets of equal cost (for example one whose short pool is empty)."""
+    ranked = [int(i) for i in found.order[:count]]
     if np.isfinite(h_usd):
-        pos = int(np.searchsorted(usd[order], h_usd, side="left"))  # the simpler fleet wins ties
+        pos = int(np.searchsorted(found.usd[found.order[:count]], h_usd, side="left"))
         ranked.insert(pos, -1)
-    return ranked
+    return ranked[:count]
 
 
 def candidate_plans(scenario: Scenario, count: int, tables: PlanningTables | None = None
@@ -243,28 +342,36 @@ def candidate_plans(scenario: Scenario, count: int, tables: PlanningTables | Non
     ``fleetopt plan --verify`` falls back on when the simulator rejects a cheaper one.
     """
     t0 = time.perf_counter()
-    s = scenario.validated()
-    tables = PlanningTables(s) if tables is None else tables.for_scenario(s)
-    windows, gammas, counts, usd, loads, h_loads, h_counts, baselines = _search(s, tables)
+    if tables is None:
+        s = scenario.validated()
+        tables = PlanningTables(s, compiled=False)
+    else:
+        if tables.checked is None or tables.checked[0] is not scenario:
+            tables.checked = (scenario, scenario.validated())  # frozen: checked once
+        s = tables.checked[1]
+        tables = tables.for_scenario(s)
+    found = _Search.run(tables)
+    baselines = _baselines(found)
     common = dict(
         workload=s.workload.name, rate_rps=s.rate_rps, slo_ms=s.slo_ms,
         percentile=s.percentile, model=s.profile.model,
         long_context_tokens=s.long_context_tokens, compressible_share=s.compressible_share,
         rho_max=s.rho_max, paper_compat=s.paper_compat,
-        compression_latency_ms=s.compression_latency_ms, baselines=baselines)
+        compression_latency_ms=s.compression_latency_ms, baselines=baselines,
+        service_model=s.service_model, tpot_slo_ms=s.tpot_ms, tpot_percentile=s.tpot_percentile)
+    n = found.windows.shape[0]
     out = []
-    for i in _ranked(usd, counts, gammas, windows, baselines["homogeneous"].usd_per_hour):
-        if len(out) >= count:
-            break
+    for i in _ranked(found, baselines["homogeneous"].usd_per_hour, count):
         if i < 0:
-            pools = _build_pools(tables, h_loads, 0, h_counts, np.array([[
-                s.long_context_tokens]]), np.zeros((1, 0)), ("homogeneous",))
+            pools = _build_pools(tables, found.load, (found.h_row,), (found.h_count,), 1.0)
             out.append(Plan(boundary_tokens=None, gamma=1.0, pools=pools, planner_ms=0.0,
                             **common))
         else:
-            pools = _build_pools(tables, loads, i, counts, windows, gammas, ("short", "long"))
-            out.append(Plan(boundary_tokens=int(windows[i, 0]), gamma=float(gammas[i, 0]),
-                            pools=pools, planner_ms=0.0, **common))
+            gamma = float(found.gammas[i, 0])
+            pools = _build_pools(tables, found.load, (i, n + i),
+                                 (int(found.counts[i, 0]), int(found.counts[i, 1])), gamma)
+            out.append(Plan(boundary_tokens=int(found.windows[i, 0]), gamma=gamma, pools=pools,
+                            planner_ms=0.0, **common))
     elapsed_ms = (time.perf_counter() - t0) * 1e3
     return [replace(p, planner_ms=elapsed_ms) for p in out]
 

@@ -164,6 +164,15 @@ class PoolLoad:
             offered_load=self.offered_load[idx], mean_service_s=self.mean_service_s[idx],
             cs2=self.cs2[idx], floor_s=np.broadcast_to(self.floor_s, fp.shape), floor_prob=fp)
 
+    def extra_fails(self, idx, instances) -> np.ndarray:
+        """Sizes at which an SLO beyond TTFT fails (a service model's own, e.g. TPOT in
+        :mod:`~fleetopt_milp.engine_model`); none here."""
+        return np.zeros(np.shape(idx), dtype=bool)
+
+    def extra_unservable(self, idx) -> np.ndarray:
+        """Candidates that such an SLO rules out at every size; none here."""
+        return np.zeros(np.shape(idx), dtype=bool)
+
     def queue(self, i: int, instances: int, share: float = 1.0) -> Queue:
         """Candidate ``i`` on ``instances`` instances carrying ``share`` of its requests."""
         b = (self.scaled(share) if share != 1.0 else self).at(np.array([i]), instances)

@@ -4,16 +4,20 @@ A pool (or one allocation of a pool) is an M/G/c queue whose servers are KV slot
 (docs/model.md §3): ``c = instances * slots_per_instance``, each slot serving at rate
 ``1 / E[S]``. Units: rates in requests per second, times in seconds, loads in Erlangs.
 
-- The closed forms (:func:`erlang_b`, :func:`erlang_c`, :func:`wait_tail`,
-  :func:`wait_quantile_s`, :func:`ttft_miss_probability`, :func:`ttft_quantile_s`) are
-  vectorised over numpy arrays and stable for ``c`` up to 10^6. They are the reference
-  every other implementation (the compiled sizing kernel) is tested against.
+- The array forms (:func:`erlang_b`, :func:`erlang_c`, :func:`wait_tail`,
+  :func:`wait_quantile_s`, :func:`ttft_miss_probability`) are vectorised over numpy arrays
+  of queues and stable for ``c`` up to 10^6 (scipy's incomplete gamma). They serve batches
+  of candidates (the sizing's numpy path, the MILP) and are the reference the compiled
+  forms of :mod:`fleetopt_milp._sizing` are tested against.
 - :class:`Queue` is one queue at a given size; :class:`QueueMix` a traffic-weighted
   mixture of queues (a pool split over allocations of several GPU types, or a fleet of
   pools). Every figure of a queue or a mixture (utilization, TTFT quantile, share over
   the SLO, waits) is computed by their methods, and :func:`pool_figures` gathers them in
-  one :class:`PoolFigures` record. Quantiles are inverted in one place,
-  :meth:`QueueMix.ttft_quantile_s`: closed form for one queue, bisection for a mixture.
+  one :class:`PoolFigures` record. A queue computes its Erlang C once, with the compiled
+  series (numba, loaded on first use), and its TTFT tail and quantile with the compiled
+  closed forms. Quantiles are inverted in one place, :meth:`QueueMix.ttft_quantile_s`
+  (and its wait twin): the queue's closed form when one queue has traffic, bisection for
+  a mixture.
 
 :class:`~fleetopt_milp.poolload.PoolLoad` (the demand of candidate pools, before a size
 is chosen) and :func:`~fleetopt_milp.sizing.min_instances` are re-exported here.
@@ -22,7 +26,9 @@ is chosen) and :func:`~fleetopt_milp.sizing.min_instances` are re-exported here.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy import special
@@ -38,7 +44,31 @@ __all__ = [
     "QueueMix",
     "PoolFigures",
     "pool_figures",
+    "compiled_kernels",
+    "load_compiled_kernels",
 ]
+
+
+def compiled_kernels():
+    """The compiled forms (:mod:`fleetopt_milp._sizing`, numba) if this process has loaded
+    them, else ``None``.
+
+    Both forms give the same figures and the same instance counts (tests/
+    test_sizing_kernel.py); the compiled ones are about 10x faster per plan, but loading
+    numba and the cached kernels costs about 1 s once per process, which a single plan does
+    not repay (benchmarks/RESULTS.md, planner-speed). So they are used once loaded, and
+    loaded only on request (:func:`load_compiled_kernels`): by a
+    :class:`~fleetopt_milp.planner.PlanningTables` built for reuse, or by
+    ``min_instances(..., use_kernel=True)``; never by ``import fleetopt_milp``.
+    """
+    return sys.modules.get(f"{__package__}._sizing")
+
+
+def load_compiled_kernels():
+    """Load (compile once per machine, then from numba's cache) the compiled forms."""
+    from . import _sizing
+
+    return _sizing
 
 
 def _log_erlang_b(c: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -114,11 +144,15 @@ def wait_tail(t_s, c, a, mean_service_s, cs2):
     ``a`` = offered load in Erlangs, ``mean_service_s`` = E[S], ``cs2`` = Var[S]/E[S]^2.
     Unstable queues (``a >= c``) wait with probability 1 at every ``t``.
     """
-    t_s = np.asarray(t_s, dtype=float)
-    ec = erlang_c(c, a)
     with np.errstate(invalid="ignore", over="ignore"):
         theta = _decay_per_s(c, a, mean_service_s, cs2)
-        tail = np.where(np.asarray(c, float) > a, ec * np.exp(-theta * np.maximum(t_s, 0.0)), 1.0)
+    return _wait_tail(t_s, erlang_c(c, a), theta, np.asarray(c, float) > a)
+
+
+def _wait_tail(t_s, ec, theta, stable):
+    with np.errstate(invalid="ignore", over="ignore"):
+        tail = np.where(stable, ec * np.exp(-theta * np.maximum(np.asarray(t_s, float), 0.0)),
+                        1.0)
     return tail if np.ndim(tail) else float(tail)
 
 
@@ -128,11 +162,15 @@ def wait_quantile_s(q, c, a, mean_service_s, cs2):
     Inverts :func:`wait_tail`: ``max(0, ln(C / (1 - q)) / theta)``. This is the paper's
     P99 wait (its simulator's ``p99_wait``).
     """
-    ec = np.asarray(erlang_c(c, a), dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         theta = _decay_per_s(c, a, mean_service_s, cs2)
-        w = np.maximum(np.log(ec / (1.0 - q)) / theta, 0.0)
-    w = np.where(np.asarray(c, float) > a, w, np.inf)
+    return _wait_quantile(q, erlang_c(c, a), theta, np.asarray(c, float) > a)
+
+
+def _wait_quantile(q, ec, theta, stable):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.maximum(np.log(np.asarray(ec, float) / (1.0 - q)) / theta, 0.0)
+    w = np.where(stable, w, np.inf)
     return w if np.ndim(w) else float(w)
 
 
@@ -149,33 +187,45 @@ def ttft_miss_probability(slo_s, c, a, mean_service_s, cs2, floor_s, floor_prob)
     """
     c = np.atleast_1d(np.asarray(c, dtype=float))
     a = np.atleast_1d(np.asarray(a, dtype=float))
+    with np.errstate(invalid="ignore", over="ignore"):
+        theta = _decay_per_s(c, a, mean_service_s, cs2)
+    return _miss(slo_s, erlang_c(c, a), theta, c > a, floor_s, floor_prob)
+
+
+def _miss(slo_s, ec, theta, stable, floor_s, floor_prob) -> np.ndarray:
+    """:func:`ttft_miss_probability` given Erlang C ``ec`` and the decay rate ``theta``."""
     floor_s = np.asarray(floor_s, dtype=float)
     floor_prob = np.asarray(floor_prob, dtype=float)
     slack = slo_s - floor_s
     over = slack <= 0
     fixed = np.sum(np.where(over, floor_prob, 0.0), axis=-1)
-    ec = erlang_c(c, a)
     with np.errstate(invalid="ignore", over="ignore"):
-        theta = _decay_per_s(c, a, mean_service_s, cs2)
         theta_col = np.reshape(theta, (-1, 1))
         wait = np.sum(
             np.where(over, 0.0, floor_prob * np.exp(-theta_col * np.maximum(slack, 0.0))), axis=-1
         )
-        miss = fixed + np.where(c > a, ec * wait, np.sum(np.where(over, 0.0, floor_prob), axis=-1))
+        miss = fixed + np.where(stable, ec * wait,
+                                np.sum(np.where(over, 0.0, floor_prob), axis=-1))
     return miss
 
 
 def ttft_quantile_s(q, c, a, mean_service_s, cs2, floor_s, floor_prob):
     """The ``q`` quantile of TTFT (wait + floor) for one pool, seconds (scalar inputs).
 
-    The smallest ``t`` with ``P(TTFT > t) <= 1 - q`` under :func:`ttft_miss_probability`,
-    in closed form: between consecutive floors ``T_j < t <= T_{j+1}`` the tail is
-    ``A_j + C exp(-theta t) E_j`` with ``A_j`` the share of floors above ``T_j`` and
-    ``E_j = sum_{i <= j} p_i exp(theta T_i)`` (kept in log space), so each segment's
-    crossing is one logarithm. ``inf`` for an unstable queue.
+    The smallest ``t`` with ``P(TTFT > t) <= 1 - q`` under :func:`ttft_miss_probability`
+    (:meth:`Queue.ttft_quantile_s`); ``inf`` for an unstable queue.
     """
-    if c <= a:
-        return float("inf")
+    return Queue(c, a, mean_service_s, cs2, np.asarray(floor_s, float),
+                 np.asarray(floor_prob, float)).ttft_quantile_s(q)
+
+
+def _ttft_quantile(q, ec, theta, floor_s, floor_prob) -> float:
+    """The closed form of :meth:`Queue.ttft_quantile_s` for a stable queue (numpy form).
+
+    Between consecutive floors ``T_j < t <= T_{j+1}`` the tail is ``A_j + C exp(-theta t)
+    E_j`` with ``A_j`` the share of floors above ``T_j`` and ``E_j = sum_{i <= j} p_i
+    exp(theta T_i)`` (kept in log space), so each segment's crossing is one logarithm.
+    """
     fs = np.asarray(floor_s, dtype=float)
     fp = np.asarray(floor_prob, dtype=float)
     keep = fp > 0
@@ -183,10 +233,8 @@ def ttft_quantile_s(q, c, a, mean_service_s, cs2, floor_s, floor_prob):
     p = np.bincount(inv, weights=fp[keep], minlength=fs.size)
     p = p / p.sum()
     target = 1.0 - q
-    ec = float(erlang_c(c, a))
-    theta = float(_decay_per_s(c, a, mean_service_s, cs2))
     above = np.concatenate([np.cumsum(p[::-1])[::-1][1:], [0.0]])  # A_j: floors > T_j
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         log_e = np.logaddexp.accumulate(np.log(p) + theta * fs)  # log E_j
         t_star = (np.log(ec) + log_e - np.log(np.maximum(target - above, 0.0))) / theta
     t_star = np.where(target > above, t_star, np.inf)
@@ -223,6 +271,11 @@ class Queue:
     floor_s: np.ndarray = field(repr=False)
     floor_prob: np.ndarray = field(repr=False)
 
+    def __post_init__(self):
+        for name in ("floor_s", "floor_prob"):
+            object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name),
+                                                                dtype=np.float64).ravel())
+
     @property
     def rate_rps(self) -> float:
         """Arrival rate, requests/s (``a / E[S]``)."""
@@ -239,33 +292,52 @@ class Queue:
     def stable(self) -> bool:
         return self.servers > self.offered_load
 
-    @property
+    @cached_property
     def erlang_c(self) -> float:
-        """Probability that an arrival waits (1 if unstable)."""
-        return float(erlang_c(self.servers, self.offered_load))
+        """Probability that an arrival waits (1 if unstable, 0 without traffic)."""
+        if self.offered_load <= 0:
+            return 0.0
+        if not self.stable:
+            return 1.0
+        k = compiled_kernels()
+        if k is None:
+            return float(erlang_c(self.servers, self.offered_load))
+        return float(k.erlang_c_kernel(float(self.servers), float(self.offered_load)))
+
+    @cached_property
+    def decay_per_s(self) -> float:
+        """Decay rate of the wait tail, ``2 (c - a) / (E[S] (1 + cs2))`` per second."""
+        return 2.0 * (self.servers - self.offered_load) / (self.mean_service_s
+                                                            * (1.0 + self.cs2))
 
     def wait_tail(self, t_s: float) -> float:
         """P(Wq > t) (:func:`wait_tail`)."""
-        return float(wait_tail(t_s, self.servers, self.offered_load, self.mean_service_s,
-                               self.cs2))
+        return _wait_tail(t_s, self.erlang_c, self.decay_per_s, self.stable)
 
     def miss(self, slo_s: float) -> float:
         """P(TTFT > slo_s): the wait + floor tail summed over floor classes."""
-        if self.offered_load <= 0:
-            return float(np.sum(self.floor_prob[self.floor_s >= slo_s]))
-        return float(ttft_miss_probability(slo_s, self.servers, self.offered_load,
-                                           self.mean_service_s, self.cs2, self.floor_s,
-                                           self.floor_prob)[0])
+        k = compiled_kernels()
+        if k is None or not self.stable or self.offered_load <= 0:
+            return float(_miss(slo_s, self.erlang_c, self.decay_per_s, self.stable,
+                               self.floor_s, self.floor_prob)[0])
+        return k.miss_kernel(float(slo_s), self.erlang_c, self.decay_per_s, self.floor_s,
+                             self.floor_prob)
 
     def wait_quantile_s(self, q: float) -> float:
         """The ``q`` quantile of the wait, seconds (closed form; inf if unstable)."""
-        return float(wait_quantile_s(q, self.servers, self.offered_load, self.mean_service_s,
-                                     self.cs2))
+        return _wait_quantile(q, self.erlang_c, self.decay_per_s, self.stable)
 
     def ttft_quantile_s(self, q: float) -> float:
-        """The ``q`` quantile of TTFT = wait + floor, seconds (closed form; inf if unstable)."""
-        return ttft_quantile_s(q, self.servers, self.offered_load, self.mean_service_s,
-                               self.cs2, self.floor_s, self.floor_prob)
+        """The ``q`` quantile of TTFT = wait + floor, seconds (closed form; inf if unstable):
+        the smallest ``t`` with ``P(TTFT > t) <= 1 - q`` (see :func:`_ttft_quantile`)."""
+        if not self.stable:
+            return math.inf
+        k = compiled_kernels()
+        if k is None:
+            return _ttft_quantile(q, self.erlang_c, self.decay_per_s, self.floor_s,
+                                  self.floor_prob)
+        return k.ttft_quantile_kernel(float(q), self.erlang_c, self.decay_per_s, self.floor_s,
+                                      self.floor_prob)
 
     @property
     def mean_wait_s(self) -> float:

@@ -36,7 +36,10 @@ def plan_renderable(plan: Plan) -> Group:
         ("Fleet plan", "bold"),
         f"  workload {plan.workload} · {plan.rate_rps:g} req/s · {q} TTFT <= {plan.slo_ms:g} ms"
         f" · model {plan.model} · long window {plan.long_context_tokens:,} tokens"
-        f" · method {plan.method}" + (" · paper-compat" if plan.paper_compat else ""),
+        f" · method {plan.method}" + (" · paper-compat" if plan.paper_compat else "")
+        + (f" · service model {plan.service_model}" if plan.service_model != "slot" else "")
+        + (f" · P{plan.tpot_percentile:g} TPOT <= {plan.tpot_slo_ms:g} ms"
+           if plan.tpot_slo_ms is not None else ""),
     )
     if plan.extra.get("peak_factor", 1.0) != 1.0:
         head.append(f"\nPlanned for {plan.rate_rps:,.1f} req/s: a peak factor of "
@@ -78,6 +81,10 @@ def plan_renderable(plan: Plan) -> Group:
                      str(b.gpus) if b.feasible else "-", fmt_usd(b.usd_per_hour),
                      _pct(saving) if b.feasible else b.reason)
     parts = [head, split, pools, base]
+    if any(p.mean_tpot_ms is not None for p in plan.pools):
+        from .report_engine import operating_point_table
+
+        parts.insert(3, operating_point_table(plan))
     for p in plan.pools:
         if p.rate_rps == 0 and p.instances == 0:
             parts.insert(2, Text(

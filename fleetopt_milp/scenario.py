@@ -43,7 +43,10 @@ class Scenario:
     paper_compat: the paper's rule (P99 wait + mean prefill) and 80/20 length split.
     boundaries_tokens: candidate boundaries; ``None`` = :func:`default_boundaries`.
     service_model: the name of the service model that turns each pool's demand into the
-        queue it is sized on (:mod:`fleetopt_milp.service`; ``"slot"``, docs/model.md §2-3).
+        queue it is sized on (:mod:`fleetopt_milp.service`; ``"slot"``, docs/model.md §2-3;
+        ``"engine"``, docs/engine.md §2).
+    tpot_ms / tpot_percentile: the TPOT (time per output token) SLO, e.g. P99 TPOT <= 50
+        ms; ``None`` = none. Needs the engine service model.
     """
 
     workload: Workload
@@ -60,6 +63,8 @@ class Scenario:
     paper_compat: bool = False
     boundaries_tokens: tuple[int, ...] | None = None
     service_model: str = "slot"
+    tpot_ms: float | None = None
+    tpot_percentile: float = 99.0
 
     def validated(self) -> Scenario:
         """Check every field; raise :class:`FleetOptError` naming the field and the fix."""
@@ -91,6 +96,16 @@ class Scenario:
                 f"long_context_tokens={self.long_context_tokens}: workload '{self.workload.name}'"
                 f" has requests up to {longest} tokens ({share:.2%} longer than the window); "
                 f"raise --long-context to at least {longest}")
+        if self.tpot_ms is not None:
+            if not np.isfinite(self.tpot_ms) or self.tpot_ms <= 0:
+                raise FleetOptError(f"tpot_ms={self.tpot_ms}: the TPOT SLO must be a positive "
+                                    "number of ms (--tpot-ms)")
+            if self.service_model != "engine":
+                raise FleetOptError("tpot_ms: a TPOT SLO needs --service-model engine (the slot "
+                                    "model runs every pool at a full batch)")
+        if not 50 <= self.tpot_percentile < 100:
+            raise FleetOptError(f"tpot_percentile={self.tpot_percentile}: use a percentile in "
+                                "[50, 100) (--tpot-percentile)")
         self.profile.slots(self.long_context_tokens)  # raises if the window does not fit
         tau_ms = float(self.profile.prefill_s(1)) * 1e3
         if self.slo_ms <= tau_ms:

@@ -16,9 +16,11 @@ Fidelities
 ``engine``
     Continuous batching per instance (MODEL.md section 2), see
     :func:`fleetopt_milp._kernels.engine_run`: iteration time
-    ``W + H (n_prefill + sum_decode (kv + 1) / C_cal)`` from the live batch (a prefilling
-    sequence costs one calibration context per chunk, as the model's prefill time
-    ``ceil(L_in / chunk) t_iter(1, C_cal)``; a decoding one its live context), chunked
+    ``W + s n_decode + H (n_prefill + sum_decode (kv + 1) / C_cal)`` from the live batch
+    (``s`` = the profile's per-sequence cost, 0 unless calibrated; a prefilling
+    sequence costs one calibration context per chunk, plus the chunk's compute in calibrated
+    profiles, as the model's prefill time ``Profile.prefill_s``; a decoding one its live
+    context), chunked
     prefill, first token when the prefill completes, then one token per iteration; batch
     cap ``slots(C)`` (or ``max_batch``); the KV block budget with preemption of the
     longest sequence by recompute. Dispatch: **join the shortest queue** - an arriving
@@ -57,7 +59,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -70,11 +71,12 @@ from . import _kernels
 from .demand import MomentTable
 from .errors import FleetOptError
 from .hardware import Catalog, Profile, load_catalog, resolve_profile
+from .parallel import dask_client
 from .plan import Plan
 from .poolload import PoolLoad
 from .queueing import Queue, QueueMix, pool_figures
 from .routing import route, split_allocations
-from .service import SLOT
+from .service import service_model
 from .workload import Trace, Workload, load_workload, paper_split
 
 __all__ = [
@@ -178,6 +180,8 @@ class FleetSpec:
     ``compression_latency_s``: added to the TTFT of compressed requests (s).
     ``slo_s``/``percentile``: the TTFT SLO (P``percentile`` TTFT <= ``slo_s``).
     ``paper_compat``: lengths of trace workloads are re-split 80/20 (MODEL.md section 1).
+    ``service_model``: the model whose analytical figures are printed beside the simulated
+    ones (the plan's; ``"slot"`` or ``"engine"``, docs/engine.md).
     """
 
     pool_names: tuple[str, ...]
@@ -189,6 +193,7 @@ class FleetSpec:
     slo_s: float
     percentile: float = 99.0
     paper_compat: bool = False
+    service_model: str = "slot"
 
     def validated(self) -> FleetSpec:
         """Check the fleet; raise :class:`FleetOptError` naming the field and the fix."""
@@ -291,7 +296,8 @@ def fleet_from_plan(plan: Plan, catalog: Catalog | None = None,
         compressible_share=float(plan.compressible_share),
         compression_latency_s=float(plan.compression_latency_ms) * 1e-3,
         allocations=tuple(allocs), slo_s=float(plan.slo_ms) * 1e-3,
-        percentile=float(plan.percentile), paper_compat=bool(plan.paper_compat)).validated()
+        percentile=float(plan.percentile), paper_compat=bool(plan.paper_compat),
+        service_model=plan.service_model).validated()
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,7 +514,8 @@ def _run(job: _Job) -> dict:
         sel = order[bounds[ai + 1]:bounds[ai + 2]]
         if sel.size == 0:
             continue
-        floor[sel] = a.profile.prefill_s(lin_s[sel])
+        # TTFT floor: prefill plus the profile's fixed overhead (0 unless calibrated).
+        floor[sel] = a.profile.prefill_s(lin_s[sel]) + a.profile.ttft_overhead_ms * 1e-3
         if job.fidelity == "slot":
             service[sel] = a.profile.service_s(lin_s[sel], lout[sel],
                                                fleet.windows_tokens[a.pool])
@@ -535,9 +542,13 @@ def _run(job: _Job) -> dict:
             inst_off, inst, cap, kvb, bt,
             np.array([x.chunk_tokens for x in p], dtype=np.int64),
             np.array([x.w_ms * 1e-3 for x in p]), np.array([x.h_ms * 1e-3 for x in p]),
-            np.array([x.calib_tokens for x in p], dtype=np.float64), True)
+            np.array([x.calib_tokens for x in p], dtype=np.float64),
+            np.array([x.seq_ms * 1e-3 for x in p]),
+            np.array([(x.h_ms + x.chunk_compute_ms) * 1e-3 for x in p]), True)
         wait = first_admit - arrival
-        ttft = first_token - arrival + routed.compressed * fleet.compression_latency_s
+        overhead = np.array([x.ttft_overhead_ms * 1e-3 for x in p] + [0.0])
+        ttft = (first_token - arrival + routed.compressed * fleet.compression_latency_s
+                + overhead[alloc])
         with np.errstate(invalid="ignore", divide="ignore"):
             tpot = (finish - first_token) / lout
         busy_from = finish - held
@@ -639,6 +650,7 @@ def _queues(fleet: FleetSpec, workload: Workload, rate_rps: float) -> list[Queue
     windows = np.asarray(fleet.windows_tokens, dtype=np.int64)
     gammas = np.asarray(fleet.gammas, dtype=float)
     loads: dict[str, PoolLoad] = {}
+    model = service_model(fleet.service_model)
     out = []
     for a in fleet.ordered_allocations:
         key = a.profile.name
@@ -647,7 +659,7 @@ def _queues(fleet: FleetSpec, workload: Workload, rate_rps: float) -> list[Queue
                             int(windows[-1]), fleet.compression_latency_s)
             moments = t.pools(windows[None, :], gammas[None, :], fleet.compressible_share)
             loads[key] = PoolLoad.concat(
-                [SLOT.pool_load(m, t, [int(windows[k])], rate_rps)
+                [model.pool_load(m, t, [int(windows[k])], rate_rps)
                  for k, m in enumerate(moments)])
         out.append(loads[key].queue(a.pool, a.instances, a.load_share))
     return out
@@ -704,7 +716,7 @@ def _warm_kernels(fidelity: str) -> None:
     else:
         one = np.ones(1, dtype=np.int64)
         _kernels.engine_run(z, i, one, one, i, one, one, one * 4, one, one, z + 1e-3,
-                            z + 1e-4, z + 1.0, True)
+                            z + 1e-4, z + 1.0, z, z + 1e-4, True)
 
 
 def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:
@@ -722,30 +734,8 @@ def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:
 
 
 def _map_dask(jobs: list[_Job], scheduler) -> list[dict]:
-    try:
-        import dask
-        from dask.distributed import Client
-    except ImportError:  # pragma: no cover - dask is a dependency
-        raise FleetOptError("scheduler: dask[distributed] is not installed; "
-                            "pip install 'dask[distributed]' or drop --scheduler") from None
-    with tempfile.TemporaryDirectory(prefix="fleetopt-dask-") as tmp, \
-            dask.config.set({"temporary-directory": tmp}):
-        own = isinstance(scheduler, str)
-        if own:
-            try:
-                client = Client(scheduler, timeout="20s", set_as_default=False)
-            except (OSError, TimeoutError) as exc:
-                raise FleetOptError(f"scheduler={scheduler}: cannot reach the Dask scheduler "
-                                    f"({exc}); start one with `dask scheduler` or drop "
-                                    "--scheduler") from None
-        else:
-            client = scheduler
-        try:
-            futures = client.map(_run, jobs, pure=False)
-            return client.gather(futures)
-        finally:
-            if own:
-                client.close()
+    with dask_client(scheduler) as client:
+        return client.gather(client.map(_run, jobs, pure=False))
 
 
 # ---------------------------------------------------------------------------------------
@@ -759,10 +749,12 @@ def _resolve_source(plan: Plan | None, workload, trace, rate_rps, rate_scale, fl
         if plan is None:
             raise FleetOptError("workload: give a workload (name, path or Workload) to "
                                 "simulate a FleetSpec")
+        from .provenance import workload_spec
+
         try:
-            wl = load_workload(plan.workload)
+            wl = load_workload(workload_spec(plan))
         except FleetOptError as exc:
-            raise FleetOptError(f"the plan's workload {plan.workload!r} cannot be loaded "
+            raise FleetOptError(f"the plan's workload {workload_spec(plan)!r} cannot be loaded "
                                 f"({exc}); pass it with --workload PATH") from None
     elif isinstance(workload, (str, os.PathLike)):
         wl = load_workload(workload)
@@ -1116,5 +1108,6 @@ def engine_times(arrival_s, input_tokens, output_tokens, profile: Profile,
         one * instances, one * cap, one * profile.kv_blocks, one * profile.block_tokens,
         one * profile.chunk_tokens, np.array([profile.w_ms * 1e-3]),
         np.array([profile.h_ms * 1e-3]), np.array([float(profile.calib_tokens)]),
-        bool(macro_steps))
+        np.array([profile.seq_ms * 1e-3]),
+        np.array([(profile.h_ms + profile.chunk_compute_ms) * 1e-3]), bool(macro_steps))
     return EngineTimes(*res)

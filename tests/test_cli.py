@@ -14,7 +14,8 @@ def run(*args):
 
 def test_plan_writes_the_plan_file(tmp_path):
     out = tmp_path / "plan.json"
-    r = run("plan", "--workload", "lmsys", "--rate", "300", "--json", str(out))
+    r = run("plan", "--workload", "lmsys", "--rate", "300", "--gpu", "paper-H100",
+            "--service-model", "slot", "--json", str(out))
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert d["schema"] == "fleetopt-plan/1"
@@ -30,7 +31,8 @@ def test_plan_writes_the_plan_file(tmp_path):
     (("--workload", "no-such-workload"), "built-in names"),
     (("--gpu", "X100"), "unknown GPU or profile 'X100'"),
     (("--workload", "mooncake-conversation"), "raise --long-context"),
-    (("--slo-ms", "40", "--workload", "agent-heavy"), "infeasible (prefill)"),
+    (("--slo-ms", "40", "--workload", "agent-heavy", "--gpu", "paper-H100"),
+     "infeasible (prefill)"),
 ])
 def test_user_mistakes_are_one_line_errors(args, needle):
     r = run("plan", *args)
@@ -42,7 +44,7 @@ def test_user_mistakes_are_one_line_errors(args, needle):
 def test_plan_verify_and_peak_window(tmp_path):
     out = tmp_path / "plan.json"
     r = run("plan", "--workload", "azure-code", "--rate", "200", "--peak-window-s", "5",
-            "--verify", "--verify-requests", "30000", "--json", str(out))
+            "--gpu", "paper-H100", "--service-model", "slot", "--verify", "--verify-requests", "30000", "--json", str(out))
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     # The busiest 5 s of the trace scaled to 200 req/s runs at 1.89x the mean.

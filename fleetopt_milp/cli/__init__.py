@@ -27,13 +27,29 @@ def _root() -> None:
 
 
 DEFAULT_WORKLOAD = "azure-2023"
-DEFAULT_GPU = "paper-H100"
+#: The calibrated Llama-3-70B TP-8 H100 profile (models/calibrated.toml, docs/engine.md §3);
+#: the paper's profiles stay for reproduction (--gpu paper-H100 --service-model slot).
+DEFAULT_GPU = "H100-Llama-3-70B-tp8-vllm"
+#: The service model when --service-model is not given (--paper-compat always uses "slot"):
+#: the engine model, validated against the engine simulation (benchmarks/RESULTS.md).
+DEFAULT_SERVICE_MODEL = "engine"
+
+
+def _service_model(service_model: str | None, paper_compat: bool) -> str:
+    """The service model to use: given, or the default; the paper's rules need ``slot``."""
+    if service_model is None:
+        return "slot" if paper_compat else DEFAULT_SERVICE_MODEL
+    if paper_compat and service_model != "slot":
+        raise FleetOptError(f"--service-model {service_model}: --paper-compat reproduces the "
+                            "paper's slot model; drop one of them")
+    return service_model
 
 
 def _scenario(workload: str, rate: float, slo_ms: float, percentile: float, gpu: str,
               model: str | None, tp: int | None, long_context: int, gamma_max: float,
               compressible: float, rho_max: float, compression_ms: float, paper_compat: bool,
-              catalog: list[Path]):
+              catalog: list[Path], service_model: str | None = None,
+              tpot_ms: float | None = None, tpot_percentile: float = 99.0):
     from ..hardware import load_catalog, profile_warnings, resolve_profile
     from ..scenario import Scenario
     from ..workload import load_workload
@@ -45,7 +61,11 @@ def _scenario(workload: str, rate: float, slo_ms: float, percentile: float, gpu:
     sc = Scenario(workload=wl, profile=profile, rate_rps=rate, slo_ms=slo_ms,
                   percentile=percentile, long_context_tokens=long_context, gamma_max=gamma_max,
                   compressible_share=compressible, rho_max=rho_max,
-                  compression_latency_ms=compression_ms, paper_compat=paper_compat)
+                  compression_latency_ms=compression_ms, paper_compat=paper_compat,
+                  service_model=_service_model(service_model, paper_compat), tpot_ms=tpot_ms,
+                  tpot_percentile=tpot_percentile)
+    if sc.service_model not in ("slot", "engine"):
+        raise FleetOptError(f"--service-model {sc.service_model}: use slot or engine")
     return sc, warnings, cat
 
 
@@ -76,7 +96,8 @@ RateOpt = typer.Option(1000.0, "--rate", help="Arrival rate, requests/s")
 SloOpt = typer.Option(500.0, "--slo-ms", help="TTFT SLO, milliseconds")
 PercentileOpt = typer.Option(99.0, "--percentile", help="SLO percentile (99 = P99)")
 GpuOpt = typer.Option(DEFAULT_GPU, "--gpu",
-                      help="Calibrated profile (paper-H100) or a GPU name for a roofline profile")
+                      help="Calibrated profile (default H100-Llama-3-70B-tp8-vllm; paper-H100 for "
+                      "the paper) or a GPU name for a roofline profile")
 ModelOpt = typer.Option(None, "--model", help="Served LLM (needed with a GPU name)")
 TpOpt = typer.Option(None, "--tp", help="GPUs per instance (tensor parallelism)")
 LongOpt = typer.Option(65536, "--long-context", help="Long pool window, tokens")
@@ -89,6 +110,13 @@ PaperOpt = typer.Option(False, "--paper-compat",
                         help="The paper's rule: P99 wait + mean prefill, 80/20 length split")
 CatalogOpt = typer.Option([], "--catalog", help="Extra catalogue TOML file or folder (repeatable)")
 JsonOpt = typer.Option(None, "--json", help="Write the plan file (JSON) here")
+ServiceModelOpt = typer.Option(
+    None, "--service-model", help="slot (every iteration at a full batch; the paper's) or "
+    "engine (continuous batching at its operating point, docs/engine.md); default engine")
+TpotOpt = typer.Option(None, "--tpot-ms", help="TPOT SLO, ms per output token (engine model)")
+TpotPctOpt = typer.Option(99.0, "--tpot-percentile", help="TPOT SLO percentile (99 = P99)")
+FromOpt = typer.Option(None, "--from", help="Re-run with the inputs recorded in this plan "
+                       "file (only --json may go with it)")
 
 
 def main() -> None:
@@ -116,6 +144,11 @@ def main() -> None:
 
 # Each command lives in its own module; importing it registers it on ``app``. The modules
 # import only typer at import time, so ``fleetopt --help`` stays fast.
+from . import calibrate as _calibrate  # noqa: E402,F401
+from . import deploy as _deploy  # noqa: E402,F401
+from . import evaluate as _evaluate  # noqa: E402,F401
 from . import plan as _plan  # noqa: E402,F401
+from . import report as _report  # noqa: E402,F401
 from . import simulate as _simulate  # noqa: E402,F401
 from . import solve as _solve  # noqa: E402,F401
+from . import sweep as _sweep  # noqa: E402,F401

@@ -11,6 +11,7 @@ from . import (
     CatalogOpt,
     CompMsOpt,
     CompOpt,
+    FromOpt,
     GammaOpt,
     GpuOpt,
     JsonOpt,
@@ -20,13 +21,17 @@ from . import (
     PercentileOpt,
     RateOpt,
     RhoOpt,
+    ServiceModelOpt,
     SloOpt,
     TpOpt,
+    TpotOpt,
+    TpotPctOpt,
     WorkloadOpt,
     _peak_factor,
     _scenario,
     app,
     console,
+    err_console,
 )
 
 
@@ -46,6 +51,9 @@ def plan(
     compression_ms: float = CompMsOpt,
     paper_compat: bool = PaperOpt,
     catalog: list[Path] = CatalogOpt,
+    service_model: str | None = ServiceModelOpt,
+    tpot_ms: float | None = TpotOpt,
+    tpot_percentile: float = TpotPctOpt,
     peak_factor: float = typer.Option(
         1.0, "--peak-factor", help="Plan for this multiple of --rate (bursty traffic)"),
     peak_window_s: float | None = typer.Option(
@@ -61,10 +69,19 @@ def plan(
     verify_fidelity: str = typer.Option(
         "slot", "--verify-fidelity", help="With --verify: slot or engine simulation"),
     seed: int = typer.Option(0, "--seed", help="With --verify: random seed"),
+    from_plan: Path | None = FromOpt,
     json_path: Path | None = JsonOpt,
 ):
     """Plan the cheapest two-pool fleet (analytical FleetOpt planner with C&R)."""
+    args = dict(locals())
     from dataclasses import replace
+
+    from ..provenance import record_inputs, rerun_kwargs
+
+    if from_plan is not None:
+        recorded = rerun_kwargs(from_plan, "plan", args, plan,
+                                lambda note: err_console.print(f"warning: {note}", markup=False))
+        return plan(**recorded, from_plan=None, json_path=json_path)
 
     from ..plan import write_plan
     from ..planner import candidate_plans
@@ -72,7 +89,8 @@ def plan(
 
     sc, warnings, _ = _scenario(workload, rate, slo_ms, percentile, gpu, model, tp,
                                 long_context, gamma_max, compressible, rho_max,
-                                compression_ms, paper_compat, catalog)
+                                compression_ms, paper_compat, catalog, service_model,
+                                tpot_ms, tpot_percentile)
     factor = _peak_factor(sc.workload, rate, peak_factor, peak_window_s)
     sc = replace(sc, rate_rps=rate * factor)
     extra = {"mean_rate_rps": rate, "peak_factor": factor} if factor != 1.0 else {}
@@ -93,7 +111,8 @@ def plan(
         summary = (f"{verify_fidelity} simulation certifies this plan; {ver.rejected} cheaper "
                    "candidate(s) rejected" + (f" ({rejected})" if rejected else ""))
         result = replace(ver.plan, verification={**ver.to_dict(), "summary": summary})
-    result = replace(result, warnings=result.warnings + warnings, extra=extra)
+    result = replace(result, warnings=result.warnings + warnings, extra=extra,
+                     inputs=record_inputs("plan", args, [sc.profile], result))
     console.print(plan_renderable(result))
     if json_path is not None:
         write_plan(result, json_path)

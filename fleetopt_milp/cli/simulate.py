@@ -66,6 +66,10 @@ def simulate(
     from ..simulator import simulate as run_simulation
 
     plan_obj = read_plan(plan_file)
+    if workload is None and plan_obj.inputs is not None:
+        note = plan_obj.inputs.workload.change_note()
+        if note:
+            console.print(f"warning: {note}", markup=False)
     res = run_simulation(plan_obj, workload, rate_rps=rate, rate_scale=rate_scale,
                          trace=trace, n_requests=requests, replications=replications,
                          seed=seed, fidelity=fidelity, workers=workers, scheduler=scheduler,

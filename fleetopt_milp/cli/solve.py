@@ -11,6 +11,7 @@ from . import (
     CatalogOpt,
     CompMsOpt,
     CompOpt,
+    FromOpt,
     GammaOpt,
     GpuOpt,
     JsonOpt,
@@ -26,6 +27,7 @@ from . import (
     _scenario,
     app,
     console,
+    err_console,
 )
 
 
@@ -87,10 +89,19 @@ def solve(
         "auto", "--mix", help="How a pool may split its load between GPU types: full "
         "(any split), filler (a main type plus up to 4 instances of another), none, or "
         "auto (full with --max-gpus/--max-total-gpus, else filler)"),
+    from_plan: Path | None = FromOpt,
     json_path: Path | None = JsonOpt,
 ):
     """Solve the fleet MILP (Pyomo + HiGHS): K pools, several GPU types, caps and budgets."""
+    args = dict(locals())
     from dataclasses import replace
+
+    from ..provenance import record_inputs, rerun_kwargs
+
+    if from_plan is not None:
+        recorded = rerun_kwargs(from_plan, "solve", args, solve,
+                                lambda note: err_console.print(f"warning: {note}", markup=False))
+        return solve(**recorded, from_plan=None, json_path=json_path)
 
     from ..hardware import profile_warnings, resolve_profile
     from ..milp import FleetProblem, solve_max_rate
@@ -105,7 +116,7 @@ def solve(
         raise FleetOptError("--gpus: give at least one GPU type, e.g. --gpus H100,A100")
     sc, warnings, cat = _scenario(workload, rate, slo_ms, percentile, names[0], model, tp,
                              long_context, gamma_max, compressible, rho_max, compression_ms,
-                             paper_compat, catalog)
+                             paper_compat, catalog, "slot")  # the MILP sizes with slots
     profiles = [sc.profile] + [resolve_profile(cat, n, model, tp) for n in names[1:]]
     for p in profiles[1:]:
         warnings += tuple(profile_warnings(p, cat))
@@ -118,7 +129,8 @@ def solve(
         result = solve_max_rate(problem, budget, time_limit_s=time_limit_s)
     else:
         result = run_solve(problem, time_limit_s=time_limit_s)
-    result = replace(result, warnings=result.warnings + warnings)
+    result = replace(result, warnings=result.warnings + warnings,
+                     inputs=record_inputs("solve", args, profiles, result))
     console.print(plan_renderable(result))
     if objective == "rate":
         s = result.solver

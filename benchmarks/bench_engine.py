@@ -1,0 +1,274 @@
+"""The engine service model and the calibrated profiles, checked (issue 8).
+
+Writes four sections of benchmarks/RESULTS.md:
+
+- ``engine-vs-simulation``: the engine model against the engine simulation, on the built-in
+  workloads at three loads per pool (mean batch, utilization, mean TPOT, TTFT miss share);
+- ``calibration-holdout``: predictions of the calibrated profiles against public vLLM runs
+  that were not used to calibrate them (needs the measurements: set
+  ``FLEETOPT_MEASUREMENTS`` to the folder of LambdaLabsML/vllm-benchmark results; skipped
+  without it);
+- ``engine-fleets``: fleet sizes and costs on the three archetypes under ``slot`` and
+  ``engine``, each certified by the engine simulation;
+- ``engine-speed``: planner time per plan with the engine model against the slot model.
+
+Run: ``.venv/bin/python benchmarks/bench_engine.py`` (a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import md_table, median_time_s, write_section  # noqa: E402
+from calibrate_public import CONFIGS, FIT_BURSTS, HELD_OUT_BURSTS, run_path  # noqa: E402
+
+from fleetopt_milp import (  # noqa: E402
+    PlanningTables,
+    Scenario,
+    load_catalog,
+    load_workload,
+    plan,
+    resolve_profile,
+)
+from fleetopt_milp.calibration import burst_prediction, read_benchmark  # noqa: E402
+from fleetopt_milp.evaluate import Slo, evaluate_fleet  # noqa: E402
+from fleetopt_milp.simulator import certification_from, fleet_from_plan, simulate  # noqa: E402
+
+CAT = load_catalog()
+DEFAULT = "H100-Llama-3-70B-tp8-vllm"
+#: (workload, long window, P99 TTFT SLO in ms): long prompts need a longer SLO on the
+#: calibrated profile, whose prefill runs at its measured rate.
+WORKLOADS = (("azure-2023", 65536, 500.0), ("lmsys", 65536, 500.0),
+             ("agent-heavy", 65536, 2000.0), ("mooncake-conversation", 131072, 5000.0))
+LOADS = (0.5, 0.75, 1.0)
+SIM = dict(n_requests=100_000, replications=3, fidelity="engine", workers=1)
+
+
+def rel(model: float, sim: float) -> float:
+    return model / sim - 1.0 if sim else float("nan")
+
+
+def engine_vs_simulation() -> str:
+    rows, errs, optimistic, pools_n = [], {"batch": [], "util": [], "tpot": []}, [], 0
+    t0 = time.perf_counter()
+    for prof_name in (DEFAULT, "paper-H100"):
+        prof = resolve_profile(CAT, prof_name)
+        for wl_name, long, slo in WORKLOADS:
+            wl = load_workload(wl_name)
+            p = plan(Scenario(wl, prof, 200.0, slo, long_context_tokens=long,
+                              service_model="engine"))
+            fleet = fleet_from_plan(p, CAT)
+            for share in LOADS:
+                rate = 200.0 * share
+                ev = evaluate_fleet(fleet, wl, rate, Slo(slo))
+                res = simulate(fleet, wl, rate_rps=rate, seed=7, **SIM)
+                for k, pool in enumerate(p.pools):
+                    m, s = ev.pools[k], res.pools[k]
+                    if pool.instances == 0 or m.rate_rps == 0:
+                        continue
+                    pools_n += 1
+                    cap = prof.slots(pool.context_tokens)
+                    sim_batch = s.utilization.mean * cap
+                    e = (rel(m.mean_batch, sim_batch), rel(m.utilization, s.utilization.mean),
+                         rel(m.tpot_ms["mean"], s.mean_tpot_ms.mean))
+                    for key, v in zip(("batch", "util", "tpot"), e, strict=True):
+                        errs[key].append(v)
+                    miss = s.slo_miss_share
+                    opt = m.ttft_slo_miss_share < miss.lo - 1e-12
+                    if opt:
+                        optimistic.append(f"{prof_name} {wl_name} {pool.role} at {share:g}x")
+                    rows.append([prof_name, wl_name, pool.role, f"{share:g}", pool.instances,
+                                 f"{m.mean_batch:.1f}", f"{sim_batch:.1f}", f"{e[0]:+.1%}",
+                                 f"{m.utilization:.3f}", f"{s.utilization.mean:.3f}",
+                                 f"{m.tpot_ms['mean']:.2f}", f"{s.mean_tpot_ms.mean:.2f}",
+                                 f"{e[2]:+.1%}", f"{m.ttft_slo_miss_share:.4f}",
+                                 f"{miss.mean:.4f} ± {miss.half_width:.4f}",
+                                 "yes" if opt else "no"])
+    within = {k: sum(abs(x) <= 0.10 for x in v) for k, v in errs.items()}
+    med = {k: float(np.median(np.abs(v))) for k, v in errs.items()}
+    worst = {k: max(v, key=abs) for k, v in errs.items()}
+    body = [
+        "## The engine model against the engine simulation (issue 8)",
+        "",
+        f"Script: `benchmarks/bench_engine.py` ({time.perf_counter() - t0:.0f} s). Each "
+        "workload is planned with `--service-model engine` at 200 req/s, P99 TTFT <= 500 ms "
+        "(agent-heavy 2 s, mooncake 5 s with a 128K long pool: their long prompts take longer "
+        "than 500 ms to prefill on the calibrated profile), on the calibrated profile "
+        f"{DEFAULT} and on paper-H100; the "
+        "planned fleet is then evaluated by the model and simulated at the engine fidelity "
+        f"(continuous batching, chunked prefill, JSQ; {SIM['replications']} x "
+        f"{SIM['n_requests']:,} requests, 95% intervals) at 0.5, 0.75 and 1 times that rate. "
+        "Mean batch = sequences per instance (simulated: batch occupancy x the cap slots(C)).",
+        "",
+        f"Pools: {pools_n}. Within 10% of the simulation: mean batch {within['batch']}/"
+        f"{pools_n} (median error {med['batch']:.1%}, worst {worst['batch']:+.1%}), "
+        f"utilization {within['util']}/{pools_n} (median {med['util']:.1%}, worst "
+        f"{worst['util']:+.1%}), mean TPOT {within['tpot']}/{pools_n} (median "
+        f"{med['tpot']:.1%}, worst {worst['tpot']:+.1%}). TTFT miss share: the model is below "
+        f"the simulated interval (optimistic) for {len(optimistic)} pool(s)"
+        + (f": {'; '.join(optimistic)}." if optimistic else "."),
+        "",
+        md_table(["profile", "workload", "pool", "load", "inst.", "batch model", "batch sim",
+                  "error", "util model", "util sim", "TPOT model ms", "TPOT sim ms", "error",
+                  "miss model", "miss sim", "optimistic?"], rows),
+    ]
+    return "\n".join(body)
+
+
+def _measurements() -> Path | None:
+    env = os.environ.get("FLEETOPT_MEASUREMENTS")
+    if env:
+        return Path(env)
+    guess = Path(__file__).resolve().parents[2] / "shared/measurements/vllm_benchmark_lambda"
+    return guess if guess.is_dir() else None
+
+
+def calibration_holdout(root: Path) -> str:
+    rows, errs = [], {"tpot": [], "ttft": [], "tok": []}
+    fits = []
+    for name, folder, stem, *_ in CONFIGS:
+        prof = CAT.profile(name)
+        fits.append([name, f"{prof.w_ms:.2f}", f"{prof.seq_ms:.4f}", f"{prof.h_ms:.3f}",
+                     prof.chunk_tokens, f"{prof.ttft_overhead_ms:.0f}",
+                     f"{prof.fit_median_error:.1%}", f"{prof.fit_p90_error:.1%}"])
+        held = [(b, run_path(root, b, folder, stem)) for b in HELD_OUT_BURSTS]
+        # The 10-request runs at other --max-model-len settings: near repeats, never fitted.
+        for ln in ("len4096", "len8192"):
+            alt = root / folder / f"{stem.rsplit('_', 1)[0]}_{ln}.json"
+            if alt.is_file():
+                held.append((10, alt))
+        for burst, path in held:
+            run = read_benchmark(path)
+            pr = burst_prediction(prof, run)
+            e = (rel(pr.median_tpot_ms, run.median_tpot_ms),
+                 rel(pr.median_ttft_ms, run.median_ttft_ms),
+                 rel(pr.output_tokens_per_s, run.output_tokens_per_s))
+            for key, v in zip(("tpot", "ttft", "tok"), e, strict=True):
+                errs[key].append(v)
+            rows.append([name, burst, path.stem.rsplit("_", 1)[1],
+                         f"{pr.median_tpot_ms:.1f}", f"{run.median_tpot_ms:.1f}", f"{e[0]:+.0%}",
+                         f"{pr.median_ttft_ms:.0f}", f"{run.median_ttft_ms:.0f}", f"{e[1]:+.0%}",
+                         f"{pr.output_tokens_per_s:.0f}", f"{run.output_tokens_per_s:.0f}",
+                         f"{e[2]:+.0%}"])
+    n = len(rows)
+    within = {k: sum(abs(x) <= 0.25 for x in v) for k, v in errs.items()}
+    med = {k: float(np.median(np.abs(v))) for k, v in errs.items()}
+    big = [(r[1], e) for r, e in zip(rows, errs["ttft"], strict=True) if abs(e) > 0.25]
+    under = sum(e < 0 for _, e in big)
+    bursts = sorted({b for b, _ in big})
+    body = [
+        "## Calibrated profiles against held-out vLLM measurements (issue 8)",
+        "",
+        "Script: `benchmarks/bench_engine.py`; profiles from `benchmarks/calibrate_public.py` "
+        "(`models/calibrated.toml`). Source: LambdaLabsML/vllm-benchmark, bursts of N "
+        "ShareGPT requests sent at once to a vLLM server (2024-09 runs, multi-step "
+        f"scheduling). Each profile is fitted on the bursts of {', '.join(map(str, FIT_BURSTS))}"
+        f" requests and predicts the held-out bursts of "
+        f"{', '.join(map(str, HELD_OUT_BURSTS))} and the 10-request runs at other "
+        "--max-model-len settings. Prediction: the burst's lengths (never its timings) "
+        "replayed through the engine's schedule (prefill first, 8,192-token prefill steps) "
+        "with the profile's step times. Measured TTFT is the median over requests that "
+        "returned tokens (the files' own median counts empty completions as 0).",
+        "",
+        md_table(["profile", "W ms", "s ms/seq", "H ms", "chunk", "TTFT overhead ms",
+                  "fit median abs. error", "fit P90"], fits),
+        "",
+        f"Held-out points: {n}. Within 25%: median TPOT {within['tpot']}/{n} (median error "
+        f"{med['tpot']:.0%}), output throughput {within['tok']}/{n} ({med['tok']:.0%}), median "
+        f"TTFT {within['ttft']}/{n} ({med['ttft']:.0%}). Beyond 25% on TTFT: {len(big)} "
+        f"points, {under} of them under-predicted, at bursts of "
+        f"{', '.join(map(str, bursts)) or '-'} requests. In those runs the first tokens come "
+        "in steps about ten decode steps apart and in an order unrelated to the requests' "
+        "(the server takes requests in over time and admits prompts between multi-step "
+        "decode groups), so the measured TTFT grows faster than the prompt tokens to "
+        "prefill; the replay, which prefills the whole burst first, does not model that. "
+        "TPOT and throughput, which size fleets, hold.",
+        "",
+        md_table(["profile", "burst", "len", "TPOT pred ms", "TPOT meas ms", "error",
+                  "TTFT pred ms", "TTFT meas ms", "error", "out tok/s pred", "out tok/s meas",
+                  "error"], rows),
+    ]
+    return "\n".join(body)
+
+
+def engine_fleets() -> str:
+    prof = resolve_profile(CAT, DEFAULT)
+    rows = []
+    t0 = time.perf_counter()
+    for wl_name, _, slo in WORKLOADS[:3]:
+        wl = load_workload(wl_name)
+        rate = 1000.0 if wl_name != "agent-heavy" else 100.0
+        for model in ("slot", "engine"):
+            p = plan(Scenario(wl, prof, rate, slo, service_model=model))
+            res = simulate(p, wl, seed=11, **SIM)
+            cert = certification_from(res)
+            verdict = "certified" if cert.certified else f"fails: {', '.join(cert.failing)}"
+            pools = " + ".join(f"{pp.instances}" for pp in p.pools)
+            rows.append([wl_name, f"{rate:g}", f"{slo:g}", model, p.boundary_tokens or "-",
+                         f"{p.gamma:g}",
+                         f"{p.instances} ({pools})", f"${p.usd_per_hour:,.0f}",
+                         " / ".join(f"{pp.utilization:.2f}" for pp in p.pools),
+                         " / ".join(f"{s.utilization.mean:.2f}" for s in res.pools),
+                         " / ".join(f"{s.slo_miss_share.mean:.4f}" for s in res.pools),
+                         verdict])
+    return "\n".join([
+        "## Fleets under the slot and the engine model (issue 8)",
+        "",
+        f"Script: `benchmarks/bench_engine.py` ({time.perf_counter() - t0:.0f} s). Profile "
+        f"{DEFAULT} (calibrated), P99 TTFT SLO as in engine-vs-simulation, 64K long pool; "
+        "agent-heavy at 100 req/s (its fleets run to hundreds of instances at 1000). Each "
+        "plan is simulated at the "
+        f"engine fidelity ({SIM['replications']} x {SIM['n_requests']:,} requests) and "
+        "certified as `fleetopt simulate --certify` does (a pool fails when the lower end of "
+        "its miss share's 95% interval is above 1%). Utilization: the model's (slot: KV slots "
+        "busy; engine: batch occupancy) against the engine simulation's batch occupancy.",
+        "",
+        md_table(["workload", "req/s", "SLO ms", "model", "B", "gamma", "instances", "$/hour",
+                  "util model", "util engine sim", "miss engine sim", "engine simulation"],
+                 rows),
+    ])
+
+
+def engine_speed() -> str:
+    prof = resolve_profile(CAT, DEFAULT)
+    wl = load_workload("azure-2023")
+    out = []
+    for model in ("slot", "engine"):
+        sc = Scenario(wl, prof, 1000.0, 500.0, service_model=model)
+        tables = PlanningTables(sc)
+        out.append((model, median_time_s(lambda s=sc, t=tables: plan(s, t), repeats=7)))
+    base = out[0][1]
+    rows = [[m, f"{t * 1e3:.1f} ms", f"{t / base:.2f}"] for m, t in out]
+    return "\n".join([
+        "## Planner speed with the engine model (issue 8)",
+        "",
+        f"Script: `benchmarks/bench_engine.py`. {DEFAULT}, azure-2023, 1000 req/s, P99 TTFT "
+        "<= 500 ms; one full plan with the moment tables reused (median of 7).",
+        "",
+        md_table(["service model", "plan", "ratio to slot"], rows),
+        "",
+        "The issue's target of 1 ms per plan is not met. The engine model's sizing is a "
+        "numpy bisection (the slot model has a compiled kernel): every size it tries "
+        "re-solves the operating point and the Erlang C of every candidate pool.",
+    ])
+
+
+def main() -> None:
+    write_section("engine-speed", engine_speed())
+    root = _measurements()
+    if root is not None and root.is_dir():
+        write_section("calibration-holdout", calibration_holdout(root))
+    else:
+        print("calibration-holdout skipped: set FLEETOPT_MEASUREMENTS to the measurements")
+    write_section("engine-vs-simulation", engine_vs_simulation())
+    write_section("engine-fleets", engine_fleets())
+
+
+if __name__ == "__main__":
+    main()

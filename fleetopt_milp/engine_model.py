@@ -1,0 +1,415 @@
+"""The engine service model: a continuous-batching instance at its operating point.
+
+docs/engine.md §2. The slot model (docs/model.md §2-3) charges every iteration at a full
+batch of full windows and reserves a window per request. A continuous-batching engine runs
+the batch it has: its step time depends on the load, and the load on the step time. Per
+instance, with ``lambda_i = lambda / n`` requests/s:
+
+- a request is in the batch for ``a = k + L_out`` iterations (``k = ceil(L_in / chunk)``)
+  and adds ``g = P k + s L_out + (H / C_cal) Q`` seconds of step time over its life (``Q =
+  L_out L_in + L_out (L_out + 1) / 2`` KV tokens read while decoding; a prefill chunk costs
+  ``P = H + p chunk`` in the step it shares, as in the engine simulation, ``p`` the
+  per-token prefill compute of calibrated profiles);
+- so the mean step time solves ``tau = W + lambda_i E[g] tau`` (Little's law over the
+  step's terms): ``tau = W / (1 - lambda_i E[g])``, stable while ``lambda_i E[g] < 1``;
+- the operating batch is ``b = lambda_i E[a] tau`` (Little's law), out of a batch cap
+  ``min(max batch, KV tokens / mean KV tokens per live sequence)`` (the engine's admission
+  limits: its batch cap and its KV blocks, tokens in flight rather than reserved windows);
+- TTFT = the wait for a batch slot (an M/G/c queue over the pool's ``n x cap`` batch slots,
+  service ``a tau``) + the end of the running step (``tau``) + ``k`` prefill chunks, each
+  sharing a step with the decode batch at the operating point (``tau + P``), + the
+  profile's TTFT overhead, with the other prompts' chunks met in those steps as a
+  random count (:func:`_contended_floors`);
+- TPOT of a decoding sequence is a step with itself and the others: ``W + g_bar (1 + N)``,
+  ``g_bar = E[g] / E[a]``, with ``N ~ Poisson(b)`` others (the occupancy of an M/G/inf
+  system), capped at the batch cap: mean ``tau + g_bar`` and percentiles as ``N`` moves.
+
+The model plugs into the planner through the service-model seam (:mod:`~fleetopt_milp.
+service`): :class:`EngineServiceModel` (``"engine"``) returns an :class:`EnginePoolLoad`,
+whose :meth:`~EnginePoolLoad.at` evaluates the operating point at every size the sizing
+tries. Units: seconds, tokens, requests/s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+from scipy import stats
+
+from .demand import Moments, MomentTable
+from .errors import FleetOptError
+from .poolload import PoolLoad, QueueBatch
+from .queueing import Queue
+from .service import EMPTY_MASS, register_service_model
+
+__all__ = ["OperatingPoint", "operating_point", "EnginePoolLoad", "EngineQueue",
+           "EngineServiceModel", "ENGINE", "TpotFigures", "tpot_figures", "tpot_tail"]
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Per-instance operating point of ``k`` pools at chosen sizes (arrays ``(k,)``).
+
+    step_s: mean step time ``tau``; mean_batch: ``b``; batch_cap: the admission limit;
+    per_seq_s: ``g_bar``, the mean step time one batch member adds; stable: ``lambda_i
+    E[g] < 1`` (else ``tau`` is infinite); kv_tokens: mean KV tokens in flight;
+    prefilling: mean sequences in prefill, ``lambda_i E[k] tau``.
+    """
+
+    step_s: np.ndarray
+    mean_batch: np.ndarray
+    batch_cap: np.ndarray
+    per_seq_s: np.ndarray
+    stable: np.ndarray
+    kv_tokens: np.ndarray
+    prefilling: np.ndarray = 0.0
+
+    @property
+    def utilization(self) -> np.ndarray:
+        """Batch occupancy ``b / cap`` (what the engine simulation reports)."""
+        return self.mean_batch / np.maximum(self.batch_cap, 1)
+
+    @property
+    def mean_tpot_s(self) -> np.ndarray:
+        """Mean time per output token: ``tau + g_bar`` (a sequence sees itself in its step)."""
+        return self.step_s + self.per_seq_s
+
+
+def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
+                    kv_token_iterations, max_batch, kv_capacity_tokens,
+                    mean_chunks=0.0) -> OperatingPoint:
+    """The operating point of pools of ``instances`` instances (docs/engine.md §2).
+
+    ``rate_rps``: the pool's arrival rate; ``w_s``: W; ``step_cost_s``: E[g];
+    ``mean_iterations``: E[a]; ``kv_token_iterations``: E[kv] (KV tokens held, summed over
+    a request's iterations); ``max_batch``: the engine's batch cap per instance;
+    ``kv_capacity_tokens``: its KV pool; ``mean_chunks``: E[k], prefill chunks per request.
+    All broadcast; JSQ dispatch spreads the rate evenly over the instances.
+    """
+    n = np.asarray(instances, float)
+    lam_i = np.asarray(rate_rps, float) / np.maximum(n, 1e-300)
+    x = lam_i * np.asarray(step_cost_s, float)
+    stable = (x < 1.0) & (n > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(stable, np.asarray(w_s, float) / np.where(stable, 1.0 - x, 1.0), np.inf)
+        ea = np.asarray(mean_iterations, float)
+        b = lam_i * ea * tau
+        per_seq = np.asarray(step_cost_s, float) / np.maximum(ea, 1e-300)
+        kv_per_seq = np.asarray(kv_token_iterations, float) / np.maximum(ea, 1e-300)
+        cap_kv = np.floor(np.asarray(kv_capacity_tokens, float) / np.maximum(kv_per_seq, 1.0))
+    cap = np.maximum(np.minimum(np.asarray(max_batch, float), cap_kv), 1.0)
+    with np.errstate(invalid="ignore"):
+        prefilling = np.where(stable, lam_i * np.asarray(mean_chunks, float) * tau, np.inf)
+    return OperatingPoint(tau, b, cap, per_seq, stable, b * kv_per_seq, prefilling)
+
+
+#: Prefill contention of a TTFT floor (docs/engine.md §2): the other prefilling sequences
+#: met over a prompt's steps, as levels of a Poisson count, each standing for the share of
+#: requests below it (the upper end of each band: conservative).
+CONTENTION_LEVELS = np.array([0.5, 0.8, 0.95, 0.99, 0.999])
+CONTENTION_WEIGHTS = np.array([0.5, 0.3, 0.15, 0.04, 0.01])
+_Z = stats.norm.ppf(CONTENTION_LEVELS)
+_NONE_BELOW = -np.log(CONTENTION_LEVELS)  # Poisson means whose P(N = 0) reaches each level
+
+
+def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, prefilling,
+                      mean_chunks, busy):
+    """TTFT floors with prefill contention, ``(k, m J)`` floors and shares.
+
+    A prompt of ``k`` chunks waits for the running step if there is one (``busy`` =
+    ``P(batch > 0) = 1 - exp(-b)``, counted as a whole step), then shares ``k`` steps with
+    the decode batch: ``(k + busy) tau_d + P (k + S)``, where ``tau_d = tau - P b_pf`` is
+    the step without prefill, ``b_pf`` the mean number of prefilling sequences and ``S``
+    the other prefills met over those steps, of mean ``(k + busy) b_pf``. A prompt met in
+    one step stays for about ``E[k]`` steps, so the steps' counts are correlated and their
+    sum over-dispersed by ``d = max(1, min(k + 1, E[k]))``: ``S = d N``, ``N ~ Poisson(mean
+    / d)``, taken at :data:`CONTENTION_LEVELS` (0 while ``P(N = 0)`` covers the level, else
+    the normal approximation rounded up, at least 1).
+    """
+    p_s = chunk_s[:, None, None]
+    b_pf = prefilling[:, None, None]
+    tau_d = np.maximum(step_s[:, None, None] - p_s * b_pf, 0.0)
+    k = chunks[None, :, None]
+    steps = k + busy[:, None, None]
+    mu = steps * b_pf
+    d = np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None]))
+    lam = mu / d
+    n_q = np.maximum(np.ceil(lam + _Z[None, None, :] * np.sqrt(lam) - 1e-9), 1.0)
+    met = d * np.where(lam <= _NONE_BELOW[None, None, :], 0.0, n_q)
+    fs = steps * tau_d + p_s * (k + met) + added_s[None, :, None] + overhead_s[:, None, None]
+    fp = floor_prob[:, :, None] * CONTENTION_WEIGHTS[None, None, :]
+    n = fs.shape[0]
+    return fs.reshape(n, -1), fp.reshape(n, -1)
+
+
+def tpot_tail(t_s, w_s, per_seq_s, mean_batch, batch_cap):
+    """P(TPOT > t): ``W + g_bar (1 + N) > t`` with ``N ~ Poisson(b)`` capped at ``cap - 1``.
+
+    Broadcasts; ``mean_batch`` infinite (an unstable instance) gives 1.
+    """
+    others = np.floor((np.asarray(t_s, float) - w_s) / np.maximum(per_seq_s, 1e-300) - 1.0
+                      + 1e-9)
+    b = np.asarray(mean_batch, float)
+    finite = np.isfinite(b)
+    tail = np.where(finite, stats.poisson.sf(others, np.where(finite, b, 0.0)), 1.0)
+    tail = np.where(others >= np.asarray(batch_cap, float) - 1.0, 0.0, tail)
+    return np.where(others < 0, 1.0, tail)
+
+
+def _tpot_quantile_s(q: float, w_s, per_seq_s, mean_batch, batch_cap):
+    """The ``q`` quantile of TPOT (seconds, arrays): ``W + g_bar (1 + min(N_q, cap - 1))``."""
+    b = np.asarray(mean_batch, float)
+    finite = np.isfinite(b)
+    nq = np.where(finite, stats.poisson.ppf(q, np.where(finite, b, 0.0)), np.inf)
+    nq = np.minimum(nq, np.asarray(batch_cap, float) - 1.0)
+    return w_s + per_seq_s * (1.0 + nq)
+
+
+@dataclass(frozen=True)
+class EngineQueue(Queue):
+    """A :class:`~fleetopt_milp.queueing.Queue` over batch slots, with its operating point.
+
+    The queue's servers are the pool's batch slots (instances x batch cap); its service
+    time is ``a tau``. ``w_s``, ``per_seq_s``, ``mean_batch``, ``batch_cap``, ``step_s``:
+    the per-instance operating point (docs/engine.md §2).
+    """
+
+    w_s: float = 0.0
+    per_seq_s: float = 0.0
+    mean_batch: float = 0.0
+    batch_cap: float = 1.0
+    step_s: float = 0.0
+
+    @property
+    def mean_tpot_s(self) -> float:
+        return self.step_s + self.per_seq_s
+
+    def tpot_tail(self, t_s: float) -> float:
+        """P(TPOT > t_s) for this queue's decoding sequences."""
+        return float(tpot_tail(t_s, self.w_s, self.per_seq_s, self.mean_batch, self.batch_cap))
+
+
+@dataclass(frozen=True)
+class EnginePoolLoad(PoolLoad):
+    """Pools' demand under the engine model (docs/engine.md §2): arrays over candidates.
+
+    Beyond :class:`~fleetopt_milp.poolload.PoolLoad` (whose ``cs2`` is that of the
+    iterations ``a``, ``slots_per_instance`` the engine's batch cap and ``floor_s`` the
+    floors at an idle instance, ``(k + 1) W`` + added latency + TTFT overhead):
+    ``w_s`` (W), ``step_cost_s`` (E[g]), ``mean_iterations`` (E[a]),
+    ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``,
+    ``chunk_s`` (``P``, what a request's own prefill chunk adds to its step),
+    ``mean_chunks`` (E[k]).
+    The floor grid's prefill chunks and added latency (``floor_chunks``,
+    ``floor_added_s``) and the TPOT SLO (``tpot_slo_s``, ``tpot_q``; ``None`` = none) are
+    attributes shared by every candidate.
+    """
+
+    w_s: np.ndarray = None
+    step_cost_s: np.ndarray = None
+    mean_iterations: np.ndarray = None
+    kv_token_iterations: np.ndarray = None
+    kv_capacity_tokens: np.ndarray = None
+    ttft_overhead_s: np.ndarray = None
+    chunk_s: np.ndarray = None
+    mean_chunks: np.ndarray = None
+
+    load_dependent = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        for f in fields(EnginePoolLoad):
+            if f.name in ("w_s", "step_cost_s", "mean_iterations", "kv_token_iterations",
+                          "kv_capacity_tokens", "ttft_overhead_s", "chunk_s",
+                          "mean_chunks"):
+                v = np.broadcast_to(np.asarray(getattr(self, f.name), float),
+                                    self.rate_rps.shape).copy()
+                object.__setattr__(self, f.name, v)
+        self.__dict__.setdefault("tpot_slo_s", None)
+        self.__dict__.setdefault("tpot_q", 0.99)
+
+    def with_grid(self, floor_chunks: np.ndarray, floor_added_s: np.ndarray) -> EnginePoolLoad:
+        """These loads knowing each floor column's prefill chunks and added latency."""
+        return self._with(floor_chunks=np.asarray(floor_chunks, float),
+                          floor_added_s=np.asarray(floor_added_s, float))
+
+    def with_tpot_slo(self, tpot_slo_s: float | None, tpot_percentile: float = 99.0
+                      ) -> EnginePoolLoad:
+        """These loads sized to keep P``tpot_percentile`` TPOT <= ``tpot_slo_s`` as well."""
+        return self._with(tpot_slo_s=tpot_slo_s, tpot_q=tpot_percentile / 100.0)
+
+    @classmethod
+    def concat(cls, loads) -> EnginePoolLoad:
+        loads = list(loads)
+        grid = loads[0].floor_s
+        if any(ld.floor_s.shape != grid.shape or np.any(ld.floor_s != grid) for ld in loads):
+            raise FleetOptError("engine service model: pools of different profiles or "
+                                "tables cannot be sized in one call")
+        return super().concat(loads)
+
+    # -- the operating point -------------------------------------------------------------
+    def point(self, idx, instances) -> OperatingPoint:
+        """The operating point of candidates ``idx`` at ``instances`` each."""
+        idx = np.asarray(idx)
+        return operating_point(self.rate_rps[idx], instances, self.w_s[idx],
+                               self.step_cost_s[idx], self.mean_iterations[idx],
+                               self.kv_token_iterations[idx], self.slots_per_instance[idx],
+                               self.kv_capacity_tokens[idx], self.mean_chunks[idx])
+
+    def lower_bound_instances(self, idx: np.ndarray, rho_max: float) -> np.ndarray:
+        """``n > lambda E[g]`` (stability) and ``lambda E[a] W / (n cap) <= rho_max`` (the
+        step is never shorter than W, so this never exceeds the true minimum)."""
+        lam = self.rate_rps[idx]
+        stab = np.floor(lam * self.step_cost_s[idx] + 1e-12).astype(np.int64) + 1
+        op = self.point(idx, np.ones(len(idx)))
+        util = np.ceil(lam * self.mean_iterations[idx] * self.w_s[idx]
+                       / (op.batch_cap * rho_max) - 1e-12).astype(np.int64)
+        return np.maximum(np.maximum(stab, util), 1)
+
+    def at(self, idx, instances) -> QueueBatch:
+        idx = np.asarray(idx)
+        n = np.broadcast_to(np.asarray(instances), idx.shape).astype(float)
+        op = self.point(idx, n)
+        servers = n * op.batch_cap
+        with np.errstate(invalid="ignore"):
+            offered = np.where(op.stable, n * op.mean_batch, servers)  # unstable: fails
+        step = np.where(op.stable, op.step_s, self.w_s[idx])
+        fs, fp = _contended_floors(self.floor_chunks, self.floor_added_s, self.floor_prob[idx],
+                                   step, self.chunk_s[idx], self.ttft_overhead_s[idx],
+                                   np.where(op.stable, op.prefilling, 0.0),
+                                   self.mean_chunks[idx],
+                                   np.where(op.stable, -np.expm1(-op.mean_batch), 1.0))
+        # A request waits only while the batch is full: the queue drains at the step time
+        # of a full batch (docs/engine.md §2).
+        full = self.w_s[idx] + op.batch_cap * op.per_seq_s
+        return QueueBatch(servers=servers, offered_load=offered,
+                          mean_service_s=self.mean_iterations[idx] * np.maximum(full, step),
+                          cs2=self.cs2[idx], floor_s=fs, floor_prob=fp)
+
+    def extra_fails(self, idx, instances) -> np.ndarray:
+        """Sizes at which the TPOT SLO fails (none without a TPOT SLO)."""
+        idx = np.asarray(idx)
+        if self.tpot_slo_s is None:
+            return np.zeros(idx.shape, dtype=bool)
+        op = self.point(idx, instances)
+        tq = _tpot_quantile_s(self.tpot_q, self.w_s[idx], op.per_seq_s, op.mean_batch,
+                              op.batch_cap)
+        return ~op.stable | (tq > self.tpot_slo_s)
+
+    def extra_unservable(self, idx) -> np.ndarray:
+        """Candidates whose TPOT alone (a batch of one) misses the TPOT SLO at any size."""
+        idx = np.asarray(idx)
+        if self.tpot_slo_s is None:
+            return np.zeros(idx.shape, dtype=bool)
+        ea = np.maximum(self.mean_iterations[idx], 1e-300)
+        return self.w_s[idx] + self.step_cost_s[idx] / ea > self.tpot_slo_s
+
+    def queue(self, i: int, instances: int, share: float = 1.0) -> EngineQueue:
+        src = self.scaled(share) if share != 1.0 else self
+        b = src.at(np.array([i]), instances)
+        op = src.point(np.array([i]), np.array([float(instances)]))
+        fp = b.floor_prob[0]
+        keep = fp > 0
+        return EngineQueue(
+            servers=int(b.servers[0]), offered_load=float(b.offered_load[0]),
+            mean_service_s=float(b.mean_service_s[0]), cs2=float(b.cs2[0]),
+            floor_s=b.floor_s[0][keep], floor_prob=fp[keep], w_s=float(self.w_s[i]),
+            per_seq_s=float(op.per_seq_s[0]), mean_batch=float(op.mean_batch[0]),
+            batch_cap=float(op.batch_cap[0]), step_s=float(op.step_s[0]))
+
+
+@dataclass(frozen=True)
+class EngineServiceModel:
+    """Continuous batching at a load-dependent operating point (docs/engine.md §2)."""
+
+    name: str = "engine"
+
+    def pool_load(self, moments: Moments, table: MomentTable, window_tokens,
+                  rate_rps: float) -> EnginePoolLoad:
+        """The :class:`EnginePoolLoad` of pools with these moments at total rate ``rate_rps``.
+
+        Needs the engine sums of :class:`~fleetopt_milp.demand.Moments` (``engine``). The
+        batch cap is ``slots(C)`` at each window, as the engine simulation's default.
+        """
+        if moments.engine is None:
+            raise FleetOptError("engine service model: these moments carry no engine sums")
+        prof = table.profile
+        mass = np.atleast_1d(moments.mass).astype(float)
+        live = mass > EMPTY_MASS
+        safe = np.where(live, mass, 1.0)
+        eng = np.atleast_2d(moments.engine)
+        a1, a2, g1, kv1, k1 = (np.where(live, eng[:, j] / safe, 1.0) for j in range(5))
+        cs2 = np.where(live, np.maximum(a2 / np.maximum(a1 ** 2, 1e-300) - 1.0, 0.0), 0.0)
+        fp = np.atleast_2d(moments.floor_mass) / safe[:, None]
+        fp = np.where(live[:, None], fp, 0.0)
+        w = prof.w_ms * 1e-3
+        over = prof.ttft_overhead_ms * 1e-3
+        chunk = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
+        grid = (table.floor_chunks + 1.0) * w + table.floor_chunks * chunk \
+            + table.floor_added_s + over
+        load = EnginePoolLoad(
+            rate_rps=np.where(live, rate_rps * mass, 0.0), mean_service_s=a1 * w, cs2=cs2,
+            slots_per_instance=np.broadcast_to(table.slots(window_tokens), mass.shape),
+            floor_s=grid, floor_prob=fp, w_s=w, step_cost_s=g1, mean_iterations=a1,
+            kv_token_iterations=kv1, kv_capacity_tokens=float(prof.kv_capacity_tokens),
+            ttft_overhead_s=over, chunk_s=chunk, mean_chunks=k1)
+        return load.with_grid(table.floor_chunks, table.floor_added_s)
+
+
+ENGINE = EngineServiceModel()
+register_service_model(ENGINE)
+
+
+# ---------------------------------------------------------------------------------------
+# TPOT figures of a pool or a fleet
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TpotFigures:
+    """TPOT of a group of engine queues, ms: mean, P50/P90/P99, at ``percentile``; and the
+    share of decoding requests whose TPOT exceeds the TPOT SLO (0 without one)."""
+
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    at_percentile_ms: float
+    slo_miss_share: float
+
+
+def tpot_figures(queues: list[EngineQueue], shares: list[float], percentile: float = 99.0,
+                 tpot_slo_ms: float | None = None) -> TpotFigures:
+    """TPOT figures of requests split over ``queues`` with traffic ``shares`` (sum 1).
+
+    The one place TPOT figures are computed (docs/engine.md §2): the mixture of the
+    queues' TPOT tails, each quantile by bisection.
+    """
+    live = [(w, x) for w, x in zip(shares, queues, strict=True) if w > 0]
+    if not live:
+        return TpotFigures(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    if any(not np.isfinite(x.mean_batch) for _, x in live):
+        inf = float("inf")
+        return TpotFigures(inf, inf, inf, inf, inf, 1.0)
+
+    def tail(t):
+        return sum(w * x.tpot_tail(t) for w, x in live)
+
+    hi = max(x.w_s + x.per_seq_s * x.batch_cap for _, x in live) * (1 + 1e-9) + 1e-12
+    lo0 = min(x.w_s for _, x in live)
+
+    def quantile(q):
+        lo, h = lo0, hi
+        for _ in range(60):
+            mid = 0.5 * (lo + h)
+            if tail(mid) > 1.0 - q:
+                lo = mid
+            else:
+                h = mid
+        return h * 1e3
+
+    mean = sum(w * x.mean_tpot_s for w, x in live) * 1e3
+    miss = 0.0 if tpot_slo_ms is None else float(tail(tpot_slo_ms * 1e-3))
+    return TpotFigures(mean, quantile(0.5), quantile(0.9), quantile(0.99),
+                       quantile(percentile / 100.0), miss)

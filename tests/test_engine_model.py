@@ -1,0 +1,169 @@
+"""The engine service model (docs/engine.md §2): exact formulas, the moment sums it reads,
+agreement with the engine simulation, and sizing under a TPOT SLO."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fleetopt_milp.demand import MomentTable
+from fleetopt_milp.engine_model import ENGINE, operating_point, tpot_figures, tpot_tail
+from fleetopt_milp.errors import FleetOptError
+from fleetopt_milp.hardware import load_catalog
+from fleetopt_milp.planner import plan as make_plan
+from fleetopt_milp.scenario import Scenario
+from fleetopt_milp.simulator import engine_times
+from fleetopt_milp.sizing import min_instances
+from fleetopt_milp.workload import load_workload, workload_from_requests
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return load_catalog()
+
+
+@pytest.fixture(scope="module")
+def prof(cat):
+    return cat.profile("H100-Llama-3-70B-tp8-vllm")
+
+
+def test_operating_point_solves_littles_law_exactly():
+    # W = 10 ms, E[g] = 50 ms, E[a] = 100 iterations, 4 req/s on 1 instance: x = 0.2.
+    op = operating_point(4.0, 1, 0.010, 0.050, 100.0, 100.0 * 500, 256, 1e6)
+    assert op.step_s == pytest.approx(0.010 / 0.8)
+    assert op.mean_batch == pytest.approx(4.0 * 100 * 0.0125)
+    assert op.per_seq_s == pytest.approx(0.050 / 100)
+    assert op.mean_tpot_s == pytest.approx(0.0125 + 0.0005)
+    # The fixed point: the step is W plus what the batch adds.
+    assert op.step_s == pytest.approx(0.010 + op.mean_batch * op.per_seq_s)
+    # KV admission: 1e6 tokens / 500 tokens per live sequence = 2000 > 256: the cap binds.
+    assert op.batch_cap == 256
+    assert operating_point(4.0, 1, 0.010, 0.050, 100.0, 100.0 * 500, 256, 50_000).batch_cap == 100
+    # Unstable at lambda E[g] >= 1; two instances halve the load each.
+    assert not operating_point(20.0, 1, 0.010, 0.050, 100.0, 1.0, 256, 1e6).stable
+    two = operating_point(20.0, 2, 0.010, 0.050, 100.0, 1.0, 256, 1e6)
+    assert two.stable and two.step_s == pytest.approx(0.010 / 0.5)
+
+
+def test_tpot_tail_is_poisson_in_the_batch():
+    from scipy import stats
+
+    w, g, b = 0.010, 0.001, 7.3
+    # TPOT > W + g (1 + k) + eps  <=>  N > k
+    for k in (0, 3, 7, 12):
+        t = w + g * (1 + k) + 1e-7
+        assert tpot_tail(t, w, g, b, 1000) == pytest.approx(stats.poisson.sf(k, b))
+    assert tpot_tail(w + g * 0.5, w, g, b, 1000) == 1.0
+    assert tpot_tail(w + g * 10 + 1e-7, w, g, b, 10) == 0.0  # the batch cannot exceed 10
+
+
+def test_engine_sums_match_the_requests(prof):
+    rng = np.random.default_rng(0)
+    lin = rng.integers(1, 3000, 400)
+    lout = rng.integers(1, 800, 400)
+    wl = workload_from_requests(lin, lout)
+    table = MomentTable(wl, prof, [2048], [1.0], 8192)
+    m = table.plain(0, 8192, 8192)
+    k = -(-wl.input_tokens // prof.chunk_tokens)
+    li, lo = wl.input_tokens.astype(float), wl.output_tokens.astype(float)
+    q = lo * li + lo * (lo + 1) / 2
+    g = (prof.h_ms + prof.prefill_ms_per_token * prof.chunk_tokens) * 1e-3 * k + prof.seq_ms * 1e-3 * lo + prof.h_ms * 1e-3 / prof.calib_tokens * q
+    p = wl.weights
+    assert m.engine[0, 0] == pytest.approx(np.sum(p * (k + lo)))
+    assert m.engine[0, 1] == pytest.approx(np.sum(p * (k + lo) ** 2))
+    assert m.engine[0, 2] == pytest.approx(np.sum(p * g))
+    assert m.engine[0, 3] == pytest.approx(np.sum(p * (k * li + q)))
+    assert m.engine[0, 4] == pytest.approx(np.sum(p * k))
+    # Pools add up: (0, 2048] + (2048, 8192] = everything.
+    parts = table.plain(0, 2048, 8192) + table.plain(2048, 8192, 8192)
+    assert np.allclose(parts.engine, m.engine)
+
+
+def _simulated(prof, wl, rate, window, n_inst, n=40_000, seed=3):
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(wl.weights.size, n, p=wl.weights)
+    arr = np.cumsum(rng.exponential(1.0 / rate, n))
+    res = engine_times(arr, wl.input_tokens[idx], wl.output_tokens[idx], prof, window, n_inst)
+    keep = slice(n // 5, None)
+    lout = wl.output_tokens[idx][keep]
+    tpot = ((res.finish_s - res.first_token_s)[keep] / lout)[lout > 0]
+    span = arr[-1] - arr[n // 5]
+    busy = np.sum(res.held_s[keep]) / span / n_inst
+    return busy, float(np.mean(tpot))
+
+
+def _chat():
+    """A chat-like workload that fits an 8,192-token window: lognormal prompts and outputs."""
+    rng = np.random.default_rng(11)
+    lin = np.clip(rng.lognormal(6.5, 1.0, 3000), 1, 6000).astype(int)
+    lout = np.clip(rng.lognormal(5.0, 0.8, 3000), 1, 2000).astype(int)
+    return workload_from_requests(lin, lout, name="chat")
+
+
+@pytest.mark.parametrize("load_share", [0.3, 0.6])
+def test_engine_model_agrees_with_engine_simulation(prof, load_share):
+    wl = _chat()
+    window = 8192
+    ld = ENGINE.pool_load(MomentTable(wl, prof, [4096], [1.0], window).plain(0, window, window),
+                          MomentTable(wl, prof, [4096], [1.0], window), [window], 1.0)
+    # The rate that puts 2 instances at ``load_share`` of their stability limit.
+    rate = load_share * 2 / float(ld.step_cost_s[0])
+    ld = ld.scaled(rate)
+    q = ld.queue(0, 2)
+    busy, tpot = _simulated(prof, wl, rate, window, 2)
+    assert q.mean_batch == pytest.approx(busy, rel=0.10)
+    assert q.mean_tpot_s == pytest.approx(tpot, rel=0.10)
+
+
+def test_tpot_slo_caps_the_batch(prof, cat):
+    wl = load_workload("azure-2023")
+    base = Scenario(wl, prof, 200, 2000, service_model="engine")
+    free = make_plan(base)
+    tight = make_plan(replace(base, tpot_ms=25.0))
+    assert tight.instances > free.instances
+    for p in tight.pools:
+        if p.instances == 0:
+            continue
+        assert p.tpot_ms <= 25.0 + 1e-9
+        assert p.mean_batch is not None and p.mean_tpot_ms < p.tpot_ms
+    # Sizing one pool under a loose TTFT SLO: the TPOT SLO binds exactly at the size found.
+    table = MomentTable(_chat(), prof, [4096], [1.0], 8192)
+    ld = ENGINE.pool_load(table.plain(0, 8192, 8192), table, [8192], 30.0)
+    free_n = min_instances(ld, 60.0, 99.0, 1.0)[0]
+    tight_ld = ld.with_tpot_slo(25e-3, 99.0)
+    n = min_instances(tight_ld, 60.0, 99.0, 1.0)[0]
+    assert n > free_n
+    assert tight_ld.extra_fails(np.array([0]), np.array([n - 1]))[0]
+    assert not tight_ld.extra_fails(np.array([0]), np.array([n]))[0]
+
+
+def test_engine_plan_meets_its_ttft_slo_and_reports_figures(prof):
+    p = make_plan(Scenario(load_workload("lmsys"), prof, 300, 800, service_model="engine"))
+    assert p.service_model == "engine"
+    for pool in p.pools:
+        if pool.instances:
+            assert pool.slo_miss_share <= 0.01 + 1e-12
+            assert 0 < pool.utilization <= 0.85 + 1e-9
+            assert pool.mean_tpot_ms >= prof.w_ms
+
+
+def test_tpot_slo_needs_the_engine_model(prof):
+    with pytest.raises(FleetOptError, match="service-model engine"):
+        Scenario(load_workload("lmsys"), prof, 300, 800, tpot_ms=30).validated()
+
+
+def test_tpot_figures_of_a_mixture_weight_the_queues(prof):
+    wl = _chat()
+    table = MomentTable(wl, prof, [4096], [1.0], 8192)
+    ld = ENGINE.pool_load(table.plain(0, 8192, 8192), table, [8192], 20.0)
+    q1, q2 = ld.queue(0, 1), ld.queue(0, 4)
+    one = tpot_figures([q1], [1.0])
+    mix = tpot_figures([q1, q2], [0.5, 0.5])
+    assert one.mean_ms == pytest.approx(q1.mean_tpot_s * 1e3)
+    assert mix.mean_ms == pytest.approx(0.5e3 * (q1.mean_tpot_s + q2.mean_tpot_s))
+    assert one.p50_ms <= one.p90_ms <= one.p99_ms
+    # The mixture's P90 is where half the weighted tails reach 10%.
+    t = mix.p90_ms * 1e-3
+    assert 0.5 * (q1.tpot_tail(t) + q2.tpot_tail(t)) <= 0.1 + 1e-9
