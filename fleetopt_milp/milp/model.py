@@ -1,4 +1,4 @@
-"""The fleet MILP as a Pyomo model (docs/milp.md §3-5).
+"""The fleet MILP as a Pyomo model (docs/milp.md §4-5).
 
 :func:`build_model` declares the sets, then calls one small ``_define_*`` function per
 part of the formulation. Each mixed pool is one unit (:func:`_define_mixed_pool`): its
@@ -76,7 +76,7 @@ class PoolColumns:
 
 
 def build_model(problem: FleetProblem | ArcTables, prune: bool = True) -> pyo.ConcreteModel:
-    """The fleet MILP as a Pyomo ``ConcreteModel`` (docs/milp.md §3-5; symbols: module
+    """The fleet MILP as a Pyomo ``ConcreteModel`` (docs/milp.md §4-5; symbols: module
     docstring).
 
     ``problem`` may be a :class:`~.problem.FleetProblem` (tables are precomputed here) or
