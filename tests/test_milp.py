@@ -410,6 +410,13 @@ def test_bad_fields_get_one_line_errors_naming_field_and_option(fields, message)
     assert "\n" not in str(err.value)
 
 
+def test_the_milp_refuses_service_models_it_was_not_derived_for():
+    pb = _azure(grid="small")
+    other = replace(pb, scenario=replace(pb.scenario, service_model="engine"))
+    with pytest.raises(FleetOptError, match="service_model='engine'.*slot"):
+        other.validated()
+
+
 @pytest.mark.parametrize("limit", [float("nan"), -1.0, 0.0, float("inf"), "10"])
 def test_time_limit_must_be_a_positive_finite_number(limit):
     with pytest.raises(FleetOptError, match=r"time_limit_s=.*--time-limit-s"):
@@ -421,9 +428,18 @@ def test_time_limit_must_be_a_positive_finite_number(limit):
         solve_model(model, mip_rel_gap=float("nan"))
 
 
-def test_rate_objective_needs_a_budget():
+def test_rate_objective_needs_a_budget_and_sane_search_settings():
     with pytest.raises(FleetOptError, match="budget"):
         solve_max_rate(_azure())
+    for budget in (float("nan"), -5.0, float("inf")):
+        with pytest.raises(FleetOptError, match="budget_usd_per_hour"):
+            solve_max_rate(_azure(), budget)
+    with pytest.raises(FleetOptError, match="rel_tol"):
+        solve_max_rate(_azure(), 1000.0, rel_tol=float("nan"))
+    with pytest.raises(FleetOptError, match="max_steps"):
+        solve_max_rate(_azure(), 1000.0, max_steps=0)
+    with pytest.raises(FleetOptError, match="time_limit_s"):
+        solve_max_rate(_azure(), 1000.0, time_limit_s=float("nan"))
 
 
 # -- invariants -----------------------------------------------------------------------------
@@ -539,7 +555,8 @@ def test_model_components_are_the_documented_symbols():
     doc = model_module.__doc__
     names = [c.local_name for c in m.component_objects(descend_into=False)
              if not c.local_name.endswith("_index")]
-    assert {"x", "y", "w", "mix", "flow", "pick", "caps", "cost", "gpus"} <= set(names)
+    assert {"x", "y", "w", "s", "n", "levels", "flow", "pick", "low", "high", "capacity",
+            "caps", "cost", "gpus"} <= set(names)
     for name in names:
         assert f"``model.{name}" in doc or f"/ ``{name}``" in doc, name
     assert list(m.T) == [0, 1, 2]
@@ -550,13 +567,15 @@ def test_model_components_are_the_documented_symbols():
     assert set(m.M) == {k for k, i in m.fleet_pools.items() if i.mix}
     assert len(m.M) >= 1
     for key in m.M:
-        blk = m.mix[key]
+        blk = m.levels[key]
         assert [c.local_name for c in blk.component_objects(descend_into=False)
-                if not c.local_name.endswith("_index")] == ["L", "K", "z", "m", "n", "s"]
-        assert len(blk.K) >= 2 and {t for t, _ in blk.L} == set(blk.K)
+                if not c.local_name.endswith("_index")] == ["L", "z", "m"]
+        types = {t for t, _ in blk.L}
+        assert len(types) >= 2 and types == set(m.fleet_pools[key].mix)
         assert {(t, i) for (*k, t, i) in m.ML if tuple(k) == key} == set(blk.L)
         assert all(key + (t, i) in m.low and key + (t, i) in m.high for t, i in blk.L)
-        assert all(key + (t,) in m.capacity for t in blk.K) and key in m.split
+        assert all(key + (t,) in m.capacity and key + (t,) in m.n for t in types)
+        assert key in m.split
 
 
 def test_capacity_levels_never_under_count():
@@ -568,7 +587,7 @@ def test_capacity_levels_never_under_count():
     checked = 0
     for key in m.M:
         row = m.fleet_pools[key].row
-        for ty in m.mix[key].K:
+        for ty in m.fleet_pools[key].mix:
             used = t.level_k[row, ty] > 0
             ks, rs, his = t.level_k[row, ty][used], t.level_r[row, ty][used], \
                 t.level_hi[row, ty][used]

@@ -1,9 +1,9 @@
-"""The fleet MILP as a Pyomo model (docs/milp.md §3-5).
+"""The fleet MILP as a Pyomo model (docs/milp.md §4-5).
 
 :func:`build_model` declares the sets, then calls one small ``_define_*`` function per
-part of the formulation; each mixed pool is one Block (:func:`_define_mixed_pool`) holding
-its shares, counts and staircase capacity levels. Components are named after the symbols
-of docs/milp.md:
+part of the formulation. Each mixed pool is one unit (:func:`_define_mixed_pool`): its
+staircase capacity levels live in its own Block, its rows join the formulation's row
+families. Components are named after the symbols of docs/milp.md:
 
 =====================  ======================  =============================================
 symbol                 Pyomo component         meaning
@@ -16,12 +16,12 @@ symbol                 Pyomo component         meaning
 ``x[a]``               ``model.x``             binary: pool ``a`` is in the fleet
 ``y[a,t]``             ``model.y``             binary: pool ``a`` on type ``t`` alone, ``N1`` instances
 ``w[a]``               ``model.w``             binary: pool ``a`` is mixed
-``mix[a]``             ``model.mix``           Block of mixed pool ``a in M``: its variables
-``s[a,t]``             ``model.mix[a].s[t]``   share of pool ``a``'s requests on type ``t``
-``n[a,t]``             ``model.mix[a].n[t]``   instances of type ``t`` in mixed pool ``a``
-``L[a]``               ``model.mix[a].L``      capacity levels ``(t, i)`` of the pool
-``z[a,t,i]``           ``model.mix[a].z``      binary: level ``i`` of type ``t`` is used
-``m[a,t,i]``           ``model.mix[a].m``      instances in level ``i``'s segment
+``s[a,t]``             ``model.s``             share of mixed pool ``a``'s requests on type ``t``
+``n[a,t]``             ``model.n``             instances of type ``t`` in mixed pool ``a`` (integer)
+``levels[a]``          ``model.levels``        Block of mixed pool ``a``'s capacity levels:
+``L[a]``               ``model.levels[a].L``   its levels ``(t, i)``
+``z[a,t,i]``           ``model.levels[a].z``   binary: level ``i`` of type ``t`` is used
+``m[a,t,i]``           ``model.levels[a].m``   instances in level ``i``'s segment
 ``MT`` / ``ML``        ``model.MT`` / ``ML``   ``(u, v, t)`` / ``(u, v, t, i)`` of mixed pools' types / levels
 ``flow[v]``            ``model.flow``          ``sum_out x - sum_in x = 1 / 0 / -1``
 ``pick[a]``            ``model.pick``          ``x[a] = sum_t y[a,t] + w[a]``
@@ -44,8 +44,9 @@ symbol                 Pyomo component         meaning
                        ``model.cost``          objective: minimise ``usd_per_hour``
 =====================  ======================  =============================================
 
-With ``mixing="filler"`` a mixed pool has no levels: ``s`` and ``n`` are expressions of
-``w[a]`` (the arc's best main-plus-filler pool, fixed in advance).
+With ``mixing="filler"`` a mixed pool has no levels (and the model no ``levels`` blocks):
+``s`` and ``n`` are expressions of ``w[a]`` (the arc's best main-plus-filler pool, fixed
+in advance).
 """
 
 from __future__ import annotations
@@ -58,10 +59,7 @@ import pyomo.environ as pyo
 from .problem import FleetProblem
 from .tables import ArcTables, precompute
 
-__all__ = ["build_model", "add_pools", "user_constraints", "PoolColumns", "MIXED_BLOCK"]
-
-MIXED_BLOCK = "mix"
-"""Name of the indexed Block holding the mixed pools (its constraints are built in)."""
+__all__ = ["build_model", "add_pools", "user_constraints", "PoolColumns"]
 
 
 @dataclass
@@ -78,7 +76,7 @@ class PoolColumns:
 
 
 def build_model(problem: FleetProblem | ArcTables, prune: bool = True) -> pyo.ConcreteModel:
-    """The fleet MILP as a Pyomo ``ConcreteModel`` (docs/milp.md §3-5; symbols: module
+    """The fleet MILP as a Pyomo ``ConcreteModel`` (docs/milp.md §4-5; symbols: module
     docstring).
 
     ``problem`` may be a :class:`~.problem.FleetProblem` (tables are precomputed here) or
@@ -94,7 +92,8 @@ def build_model(problem: FleetProblem | ArcTables, prune: bool = True) -> pyo.Co
     Per-pool variables are keyed by the pool's nodes ``(u, v)`` (indices into
     ``model.fleet_tables.node_tokens`` / ``node_gamma``; the pool serves
     ``(node_tokens[u], node_tokens[v]]``): ``model.x[u, v]``, ``model.y[u, v, t]``,
-    ``model.w[u, v]`` and the block ``model.mix[u, v]``. :func:`solve_model` may add pools
+    ``model.w[u, v]``, ``model.s[u, v, t]``, ``model.n[u, v, t]`` and the block
+    ``model.levels[u, v]`` (``mixing="full"``). :func:`solve_model` may add pools
     that pruning left out (when your constraints push the optimum above the pruning
     bound); the named expressions, and so your constraints, then cover them too.
     """
@@ -132,12 +131,19 @@ def _declare_sets(m: pyo.ConcreteModel, tables: ArcTables) -> None:
 
 
 def _define_pool_variables(m: pyo.ConcreteModel, tables: ArcTables) -> None:
-    """``x[a]``, ``y[a,t]``, ``w[a]``, the ``mix[a]`` blocks, and the row families
+    """``x[a]``, ``y[a,t]``, ``w[a]``, ``s[a,t]``, ``n[a,t]`` (expressions of ``w`` for
+    filler pools), the ``levels[a]`` blocks (``mixing="full"``), and the row families
     ``flow[v]``, ``pick[a]`` and those of the mixed pools (filled by :func:`add_pools`)."""
     m.x = pyo.Var(m.A, dense=False, within=pyo.Binary)
     m.y = pyo.Var(m.Y, dense=False, within=pyo.Binary)
     m.w = pyo.Var(m.M, dense=False, within=pyo.Binary)
-    m.add_component(MIXED_BLOCK, pyo.Block(m.M))
+    if tables.mixing == "filler":
+        m.s = pyo.Expression(m.MT)
+        m.n = pyo.Expression(m.MT)
+    else:
+        m.s = pyo.Var(m.MT, dense=False, bounds=(0.0, 1.0))
+        m.n = pyo.Var(m.MT, dense=False, within=pyo.NonNegativeIntegers)
+        m.levels = pyo.Block(m.M)
     # Row families in a fixed order: HiGHS's answer among equally good share splits
     # depends on the order of rows and columns, and plans must not change with it.
     m.flow = pyo.Constraint(m.V)
@@ -177,52 +183,53 @@ def _define_fleet_constraints(m: pyo.ConcreteModel, pb: FleetProblem) -> None:
 
 def _define_filler_pool(m: pyo.ConcreteModel, key: tuple[int, int], tables: ArcTables,
                         row: int) -> dict[int, int | None]:
-    """A main-plus-filler pool (docs/milp.md §4): in its block ``mix[a]``, ``n[t]`` and
-    ``s[t]`` are fixed multiples of ``w[a]``. Returns its types -> instances."""
-    blk, w = getattr(m, MIXED_BLOCK)[key], m.w[key]
+    """A main-plus-filler pool (docs/milp.md §4): ``n[a,t]`` and ``s[a,t]`` are fixed
+    multiples of ``w[a]``. Returns its types -> instances."""
+    w = m.w[key]
     x = float(tables.fill_share[row])
     main, fill = int(tables.fill_main[row]), int(tables.fill_type[row])
     n_main, n_fill = int(tables.fill_main_n[row]), int(tables.fill_n[row])
-    blk.n = pyo.Expression([main, fill], rule=lambda b, t: (n_main if t == main else n_fill)
-                           * w)
-    blk.s = pyo.Expression([main, fill], rule=lambda b, t: ((1.0 - x) if t == main else x)
-                           * w)
+    m.MT.update([key + (main,), key + (fill,)])
+    for t, n, share in ((main, n_main, 1.0 - x), (fill, n_fill, x)):
+        m.n[key + (t,)] = n * w
+        m.s[key + (t,)] = share * w
     return {main: n_main, fill: n_fill}
 
 
 def _define_mixed_pool(m: pyo.ConcreteModel, key: tuple[int, int], tables: ArcTables,
                        row: int, min_instances: int, busy: bool) -> dict[int, int | None]:
     """A mixed pool with staircase capacity levels (docs/milp.md §4), one unit per pool:
-    its block ``mix[a]`` holds its levels ``L``, types ``K`` and variables ``z, m, n, s``;
-    its rows join the families ``low, high`` (``k_i z_i <= m_i <= hi_i z_i``),
-    ``one_level`` (``sum_i z_i <= w``), ``count`` (``n[t] = sum_i m_i``), ``capacity``
-    (``s[t] <= sum_i r_i m_i``), ``split`` (``sum_t s[t] = w``) and, for a pool with
-    requests, ``redundancy`` (``sum_t n[t] >= min_instances w``). Returns its types."""
+    its block ``levels[a]`` holds the levels ``L`` (pairs ``(t, i)``) and their variables
+    ``z, m``; its rows join the families ``low, high`` (``k_i z_i <= m_i <= hi_i z_i``),
+    ``one_level`` (``sum_i z_i <= w``), ``count`` (``n[a,t] = sum_i m_i``), ``capacity``
+    (``s[a,t] <= sum_i r_i m_i``), ``split`` (``sum_t s[a,t] = w``) and, for a pool with
+    requests, ``redundancy`` (``sum_t n[a,t] >= min_instances w``). Returns its types."""
     lk, lh, lr = tables.level_k[row], tables.level_hi[row], tables.level_r[row]
     levels = [(t, i) for t in range(lk.shape[0]) for i in range(lk.shape[1]) if lk[t, i] > 0]
     types = sorted({t for t, _ in levels})
-    blk = getattr(m, MIXED_BLOCK)[key]
+    blk = m.levels[key]
     blk.L = pyo.Set(initialize=levels, dimen=2, ordered=True)
-    blk.K = pyo.Set(initialize=types, ordered=True)
     blk.z = pyo.Var(blk.L, within=pyo.Binary)
     blk.m = pyo.Var(blk.L, within=pyo.NonNegativeReals)
-    blk.n = pyo.Var(blk.K, within=pyo.NonNegativeIntegers)
-    blk.s = pyo.Var(blk.K, bounds=(0.0, 1.0))
     w = m.w[key]
+    m.MT.update([key + (t,) for t in types])
+    m.ML.update([key + lv for lv in levels])
+    z = {lv: blk.z[lv] for lv in levels}   # each variable looked up once
+    seg = {lv: blk.m[lv] for lv in levels}
+    n = {t: m.n[key + (t,)] for t in types}
+    share = {t: m.s[key + (t,)] for t in types}
     for t in types:
         kt = key + (t,)
-        lev = [i for tt, i in levels if tt == t]
-        for i in lev:
-            m.ML.add(kt + (i,))
-            m.low[kt + (i,)] = blk.m[t, i] >= int(lk[t, i]) * blk.z[t, i]
-            m.high[kt + (i,)] = blk.m[t, i] <= int(lh[t, i]) * blk.z[t, i]
-        m.MT.add(kt)
-        m.one_level[kt] = sum(blk.z[t, i] for i in lev) <= w
-        m.count[kt] = blk.n[t] == sum(blk.m[t, i] for i in lev)
-        m.capacity[kt] = blk.s[t] <= sum(float(lr[t, i]) * blk.m[t, i] for i in lev)
-    m.split[key] = sum(blk.s[t] for t in types) == w
+        lev = [(tt, i) for tt, i in levels if tt == t]
+        for lv in lev:
+            m.low[kt + lv[1:]] = seg[lv] >= int(lk[lv]) * z[lv]
+            m.high[kt + lv[1:]] = seg[lv] <= int(lh[lv]) * z[lv]
+        m.one_level[kt] = sum(z[lv] for lv in lev) <= w
+        m.count[kt] = n[t] == sum(seg[lv] for lv in lev)
+        m.capacity[kt] = share[t] <= sum(float(lr[lv]) * seg[lv] for lv in lev)
+    m.split[key] = sum(share[t] for t in types) == w
     if min_instances > 0 and busy:
-        m.redundancy[key] = sum(blk.n[t] for t in types) >= min_instances * w
+        m.redundancy[key] = sum(n[t] for t in types) >= min_instances * w
     return dict.fromkeys(types)
 
 
@@ -235,6 +242,7 @@ def add_pools(m: pyo.ConcreteModel, tables: ArcTables) -> None:
     pools: dict[tuple[int, int], PoolColumns] = m.fleet_pools
     for info in pools.values():
         info.row = -1  # a pool the new tables lack keeps its variables but has no row
+    new, mixed = [], []
     for row in range(tables.n_arcs):
         key = (int(tables.arc_u[row]), int(tables.arc_v[row]))
         info = pools.get(key)
@@ -242,18 +250,24 @@ def add_pools(m: pyo.ConcreteModel, tables: ArcTables) -> None:
             info = pools[key] = PoolColumns(
                 {t: int(n_solo[row, t]) for t in m.T if n_solo[row, t] >= 0},
                 tables.busy(row), row)
-            m.A.add(key)
-            m.x[key].value = None
-            for t in info.solo:
-                m.Y.add(key + (t,))
-                m.y[key + (t,)].value = None
+            new.append(key)
         info.row = row
-        if info.mix or not tables.mix_arc[row]:
-            continue
-        m.M.add(key)
+        if not info.mix and tables.mix_arc[row]:
+            mixed.append(key)
+    # Sets grow in batches (one update per set: Pyomo's per-element add is slow).
+    m.A.update(new)
+    m.Y.update([key + (t,) for key in new for t in pools[key].solo])
+    m.M.update(mixed)
+    for key in new:
+        m.x[key].value = None
+        for t in pools[key].solo:
+            m.y[key + (t,)].value = None
+    for key in mixed:
+        info = pools[key]
         m.w[key].value = None
-        info.mix = _define_filler_pool(m, key, tables, row) if tables.mixing == "filler" \
-            else _define_mixed_pool(m, key, tables, row, mmin, info.busy)
+        info.mix = _define_filler_pool(m, key, tables, info.row) \
+            if tables.mixing == "filler" \
+            else _define_mixed_pool(m, key, tables, info.row, mmin, info.busy)
     _define_rows(m, tables, pools)
 
 
@@ -264,7 +278,6 @@ def _define_rows(m: pyo.ConcreteModel, tables: ArcTables,
             comp[idx].set_value(expr)
         else:
             comp[idx] = expr
-    mix = getattr(m, MIXED_BLOCK)
     sink = tables.node_tokens.size - 1
     out_of: dict[int, list] = {}
     into: dict[int, list] = {}
@@ -285,7 +298,7 @@ def _define_rows(m: pyo.ConcreteModel, tables: ArcTables,
     for t, p in enumerate(tables.profiles):
         e = sum(n * m.y[key + (t,)] for key, info in pools.items()
                 for tt, n in info.solo.items() if tt == t and n > 0)
-        e = e + sum(mix[key].n[t] for key, info in pools.items() if t in info.mix)
+        e = e + sum(m.n[key + (t,)] for key, info in pools.items() if t in info.mix)
         m.instances[p.name].set_value(e)
     m.usd_per_hour.set_value(sum(float(p.usd_per_instance_hour) * m.instances[p.name]
                                  for p in tables.profiles))

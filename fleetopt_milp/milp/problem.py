@@ -118,6 +118,12 @@ class FleetProblem:
                 f"(largest: {best.max_context_tokens} on {best.name}); lower --long-context "
                 "or add a GPU with more memory to --gpus")
         replace(self.scenario, profile=able[0]).validated()
+        if self.scenario.service_model != "slot":
+            raise FleetOptError(
+                f"service_model={self.scenario.service_model!r}: the MILP sizes pools with "
+                "the slot service model only (its fluid bound and capacity levels are "
+                "derived for it, docs/milp.md §3-4); use service_model='slot' "
+                "(--service-model slot)")
         self._check_caps()
         b = self.budget_usd_per_hour
         if b is not None and (isinstance(b, bool) or not isinstance(b, Real)

@@ -27,7 +27,7 @@ from ..queueing import PoolFigures, Queue, QueueMix, pool_figures
 from ..sizing import min_instances
 from .capacity import capacity_share
 from .diagnose import diagnose
-from .model import MIXED_BLOCK, add_pools, build_model, user_constraints
+from .model import add_pools, build_model, user_constraints
 from .problem import EPS_USD, FleetProblem, check_solver_limits
 from .tables import ArcTables, precompute
 
@@ -206,7 +206,6 @@ def _extract(model) -> dict[int, list[tuple[int, int, float]]]:
     """The chosen pools (rows of ``model.fleet_tables``, in token order) -> their
     allocations ``(type, instances, share)``."""
     t: ArcTables = model.fleet_tables
-    mix = getattr(model, MIXED_BLOCK)
     chosen = [key for key in model.fleet_pools if (model.x[key].value or 0) > 0.5]
     chosen.sort(key=lambda k: t.node_tokens[k[1]])
     out = {}
@@ -218,8 +217,8 @@ def _extract(model) -> dict[int, list[tuple[int, int, float]]]:
                   if (model.y[key + (ty,)].value or 0) > 0.5]
         if not allocs and info.mix and (model.w[key].value or 0) > 0.5:
             for ty in info.mix:
-                n = int(round(pyo.value(mix[key].n[ty]) or 0))
-                x = float(pyo.value(mix[key].s[ty]) or 0.0)
+                n = int(round(pyo.value(model.n[key + (ty,)]) or 0))
+                x = float(pyo.value(model.s[key + (ty,)]) or 0.0)
                 if n > 0 or x > 1e-9:
                     allocs.append((ty, n, max(x, 0.0)))
         out[info.row] = allocs
@@ -400,6 +399,9 @@ def solve_max_rate(problem: FleetProblem, budget_usd_per_hour: float | None = No
                             "(--budget-usd-per-hour)")
     if not (math.isfinite(rel_tol) and 0 < rel_tol < 1):
         raise FleetOptError(f"rel_tol={rel_tol!r}: the rate tolerance must be in (0, 1)")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 2:
+        raise FleetOptError(f"max_steps={max_steps!r}: the rate search needs at least 2 "
+                            "MILPs")
     check_solver_limits(time_limit_s, 0.0)
     base = replace(problem, budget_usd_per_hour=None)
     steps = []
