@@ -96,6 +96,18 @@ def test_routes_by_length_and_compresses_band_prose(gateway, prose):
         assert r.json()["received"]["prompt"] == code[: len(band)]  # untouched
 
 
+def test_long_prompts_routed_in_a_worker_thread_give_the_same_answer(gateway, upstreams, prose):
+    url, _ = gateway
+    band = _band_prompt(prose, load_tokenizer())
+    app = create_app(GatewayConfig(_router(), upstreams, offload_bytes=0))
+    with ServerThread(app) as g, httpx.Client(timeout=TIMEOUT) as c:
+        body = {"prompt": band, "max_tokens": 64}
+        inline = c.post(url + "/v1/completions", json=body)
+        offloaded = c.post(g.url + "/v1/completions", json=body)
+    assert offloaded.status_code == 200 and offloaded.headers["x-fleetopt-compressed"] == "true"
+    assert offloaded.content == inline.content
+
+
 def test_chat_without_max_tokens_gets_the_default_forwarded(gateway):
     url, _ = gateway
     body = {"messages": [{"role": "system", "content": "Be brief."},

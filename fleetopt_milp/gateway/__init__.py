@@ -5,6 +5,9 @@
 - :mod:`.safety`: the safety gate (may this request be compressed, and why).
 - :mod:`.router`: plan -> per-request decision (pool, compress or not, budget, reason).
 - :mod:`.server`: the OpenAI-compatible ASGI gateway; :mod:`.metrics`: its Prometheus text.
+- :mod:`.measure`: ``p_c`` and the compression latency over a sample of prompts.
+- :mod:`.corpus`, :mod:`.fidelity`, :mod:`.fake_upstream`: evaluation (real text from the
+  machine, ROUGE-L and a head + tail baseline, a fake OpenAI server for tests).
 
 Importing this package loads no web framework; :mod:`.server` does.
 """
