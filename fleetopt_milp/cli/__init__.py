@@ -132,13 +132,13 @@ def check_count(option: str, value: int | None, least: int) -> None:
 
 
 def output_plan(result, json_path: Path | None) -> None:
-    """Check a plan (no pool at utilization >= 1, every figure finite), print it and write
-    its plan file atomically."""
+    """Check a plan (no pool at utilization >= 1, every figure finite), write its plan file
+    atomically (first, so that a broken terminal cannot lose it), then print it."""
     from ..plan import write_plan
     from ..report import plan_renderable
 
     result = result.checked()
-    if json_path is not None:  # saved first: a broken terminal cannot lose the result
+    if json_path is not None:
         write_plan(result, json_path)
     console.print(plan_renderable(result))
     if json_path is not None:
