@@ -77,13 +77,14 @@ def _tail_ratio(c: float, a: float) -> float:
     term = 1.0
     total = 0.0
     j = 1.0
-    while True:
+    while j < 1e8:  # about 9 sqrt(c) terms; the cap only guards against bad input
         term *= a / (c + j)
         total += term
         r = a / (c + j + 1.0)
         if term * r <= 1e-17 * (1.0 - r) * total:
-            return total
+            break
         j += 1.0
+    return total
 
 
 @njit(cache=True)

@@ -329,17 +329,15 @@ class EngineServiceModel:
                   rate_rps: float) -> EnginePoolLoad:
         """The :class:`EnginePoolLoad` of pools with these moments at total rate ``rate_rps``.
 
-        Needs the engine sums of :class:`~fleetopt_milp.demand.Moments` (``engine``). The
-        batch cap is ``slots(C)`` at each window, as the engine simulation's default.
+        Reads the engine sums of :class:`~fleetopt_milp.demand.Moments`. The batch cap is ``slots(C)`` at each window, as the engine simulation's default.
         """
-        if moments.engine is None:
-            raise FleetOptError("engine service model: these moments carry no engine sums")
         prof = table.profile
         mass = np.atleast_1d(moments.mass).astype(float)
         live = mass > EMPTY_MASS
         safe = np.where(live, mass, 1.0)
-        eng = np.atleast_2d(moments.engine)
-        a1, a2, g1, kv1, k1 = (np.where(live, eng[:, j] / safe, 1.0) for j in range(5))
+        a1, a2, g1, kv1, k1 = (np.where(live, np.atleast_1d(getattr(moments, f)) / safe, 1.0)
+                               for f in ("iters", "iters2", "step_cost_s", "kv_token_steps",
+                                         "chunks"))
         cs2 = np.where(live, np.maximum(a2 / np.maximum(a1 ** 2, 1e-300) - 1.0, 0.0), 0.0)
         fp = np.atleast_2d(moments.floor_mass) / safe[:, None]
         fp = np.where(live[:, None], fp, 0.0)

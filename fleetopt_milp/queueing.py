@@ -4,16 +4,20 @@ A pool (or one allocation of a pool) is an M/G/c queue whose servers are KV slot
 (docs/model.md §3): ``c = instances * slots_per_instance``, each slot serving at rate
 ``1 / E[S]``. Units: rates in requests per second, times in seconds, loads in Erlangs.
 
-- The closed forms (:func:`erlang_b`, :func:`erlang_c`, :func:`wait_tail`,
-  :func:`wait_quantile_s`, :func:`ttft_miss_probability`, :func:`ttft_quantile_s`) are
-  vectorised over numpy arrays and stable for ``c`` up to 10^6. They are the reference
-  every other implementation (the compiled sizing kernel) is tested against.
+- The array forms (:func:`erlang_b`, :func:`erlang_c`, :func:`wait_tail`,
+  :func:`wait_quantile_s`, :func:`ttft_miss_probability`) are vectorised over numpy arrays
+  of queues and stable for ``c`` up to 10^6 (scipy's incomplete gamma). They serve batches
+  of candidates (the sizing's numpy path, the MILP) and are the reference the compiled
+  forms of :mod:`fleetopt_milp._sizing` are tested against.
 - :class:`Queue` is one queue at a given size; :class:`QueueMix` a traffic-weighted
   mixture of queues (a pool split over allocations of several GPU types, or a fleet of
   pools). Every figure of a queue or a mixture (utilization, TTFT quantile, share over
   the SLO, waits) is computed by their methods, and :func:`pool_figures` gathers them in
-  one :class:`PoolFigures` record. Quantiles are inverted in one place,
-  :meth:`QueueMix.ttft_quantile_s`: closed form for one queue, bisection for a mixture.
+  one :class:`PoolFigures` record. A queue computes its Erlang C once, with the compiled
+  series (numba, loaded on first use), and its TTFT tail and quantile with the compiled
+  closed forms. Quantiles are inverted in one place, :meth:`QueueMix.ttft_quantile_s`
+  (and its wait twin): the queue's closed form when one queue has traffic, bisection for
+  a mixture.
 
 :class:`~fleetopt_milp.poolload.PoolLoad` (the demand of candidate pools, before a size
 is chosen) and :func:`~fleetopt_milp.sizing.min_instances` are re-exported here.
@@ -22,6 +26,7 @@ is chosen) and :func:`~fleetopt_milp.sizing.min_instances` are re-exported here.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -39,7 +44,31 @@ __all__ = [
     "QueueMix",
     "PoolFigures",
     "pool_figures",
+    "compiled_kernels",
+    "load_compiled_kernels",
 ]
+
+
+def compiled_kernels():
+    """The compiled forms (:mod:`fleetopt_milp._sizing`, numba) if this process has loaded
+    them, else ``None``.
+
+    Both forms give the same figures and the same instance counts (tests/
+    test_sizing_kernel.py); the compiled ones are about 10x faster per plan, but loading
+    numba and the cached kernels costs about 1 s once per process, which a single plan does
+    not repay (benchmarks/RESULTS.md, planner-speed). So they are used once loaded, and
+    loaded only on request (:func:`load_compiled_kernels`): by a
+    :class:`~fleetopt_milp.planner.PlanningTables` built for reuse, or by
+    ``min_instances(..., use_kernel=True)``; never by ``import fleetopt_milp``.
+    """
+    return sys.modules.get(f"{__package__}._sizing")
+
+
+def load_compiled_kernels():
+    """Load (compile once per machine, then from numba's cache) the compiled forms."""
+    from . import _sizing
+
+    return _sizing
 
 
 def _log_erlang_b(c: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -190,6 +219,34 @@ def ttft_quantile_s(q, c, a, mean_service_s, cs2, floor_s, floor_prob):
                  np.asarray(floor_prob, float)).ttft_quantile_s(q)
 
 
+def _ttft_quantile(q, ec, theta, floor_s, floor_prob) -> float:
+    """The closed form of :meth:`Queue.ttft_quantile_s` for a stable queue (numpy form).
+
+    Between consecutive floors ``T_j < t <= T_{j+1}`` the tail is ``A_j + C exp(-theta t)
+    E_j`` with ``A_j`` the share of floors above ``T_j`` and ``E_j = sum_{i <= j} p_i
+    exp(theta T_i)`` (kept in log space), so each segment's crossing is one logarithm.
+    """
+    fs = np.asarray(floor_s, dtype=float)
+    fp = np.asarray(floor_prob, dtype=float)
+    keep = fp > 0
+    fs, inv = np.unique(fs[keep], return_inverse=True)
+    p = np.bincount(inv, weights=fp[keep], minlength=fs.size)
+    p = p / p.sum()
+    target = 1.0 - q
+    above = np.concatenate([np.cumsum(p[::-1])[::-1][1:], [0.0]])  # A_j: floors > T_j
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_e = np.logaddexp.accumulate(np.log(p) + theta * fs)  # log E_j
+        t_star = (np.log(ec) + log_e - np.log(np.maximum(target - above, 0.0))) / theta
+    t_star = np.where(target > above, t_star, np.inf)
+    nxt = np.concatenate([fs[1:], [np.inf]])
+    for j in range(fs.size):  # first segment (T_j, T_{j+1}] where the tail reaches target
+        if t_star[j] <= fs[j]:
+            return float(fs[j])
+        if t_star[j] <= nxt[j]:
+            return float(t_star[j])
+    return float("inf")  # unreachable for target in (0, 1): the last segment always crosses
+
+
 # ---------------------------------------------------------------------------------------
 # One queue, a mixture of queues, and their figures
 # ---------------------------------------------------------------------------------------
@@ -237,15 +294,15 @@ class Queue:
 
     @cached_property
     def erlang_c(self) -> float:
-        """Probability that an arrival waits (1 if unstable, 0 without traffic), from the
-        compiled series of :mod:`fleetopt_milp._sizing` (agrees with :func:`erlang_c`)."""
+        """Probability that an arrival waits (1 if unstable, 0 without traffic)."""
         if self.offered_load <= 0:
             return 0.0
         if not self.stable:
             return 1.0
-        from ._sizing import erlang_c_kernel  # numba, loaded on first use
-
-        return float(erlang_c_kernel(float(self.servers), float(self.offered_load)))
+        k = compiled_kernels()
+        if k is None:
+            return float(erlang_c(self.servers, self.offered_load))
+        return float(k.erlang_c_kernel(float(self.servers), float(self.offered_load)))
 
     @cached_property
     def decay_per_s(self) -> float:
@@ -259,29 +316,28 @@ class Queue:
 
     def miss(self, slo_s: float) -> float:
         """P(TTFT > slo_s): the wait + floor tail summed over floor classes."""
-        if not self.stable or self.offered_load <= 0:
-            return float(_miss(slo_s, self.erlang_c, 0.0, self.stable, self.floor_s,
-                               self.floor_prob)[0])
-        from ._sizing import miss_kernel
-
-        return miss_kernel(float(slo_s), self.erlang_c, self.decay_per_s, self.floor_s,
-                           self.floor_prob)
+        k = compiled_kernels()
+        if k is None or not self.stable or self.offered_load <= 0:
+            return float(_miss(slo_s, self.erlang_c, self.decay_per_s, self.stable,
+                               self.floor_s, self.floor_prob)[0])
+        return k.miss_kernel(float(slo_s), self.erlang_c, self.decay_per_s, self.floor_s,
+                             self.floor_prob)
 
     def wait_quantile_s(self, q: float) -> float:
         """The ``q`` quantile of the wait, seconds (closed form; inf if unstable)."""
         return _wait_quantile(q, self.erlang_c, self.decay_per_s, self.stable)
 
     def ttft_quantile_s(self, q: float) -> float:
-        """The ``q`` quantile of TTFT = wait + floor, seconds (closed form; inf if unstable).
-
-        The smallest ``t`` with ``P(TTFT > t) <= 1 - q``; see
-        :func:`fleetopt_milp._sizing.ttft_quantile_kernel` for the closed form."""
+        """The ``q`` quantile of TTFT = wait + floor, seconds (closed form; inf if unstable):
+        the smallest ``t`` with ``P(TTFT > t) <= 1 - q`` (see :func:`_ttft_quantile`)."""
         if not self.stable:
             return math.inf
-        from ._sizing import ttft_quantile_kernel
-
-        return ttft_quantile_kernel(float(q), self.erlang_c, self.decay_per_s, self.floor_s,
-                                    self.floor_prob)
+        k = compiled_kernels()
+        if k is None:
+            return _ttft_quantile(q, self.erlang_c, self.decay_per_s, self.floor_s,
+                                  self.floor_prob)
+        return k.ttft_quantile_kernel(float(q), self.erlang_c, self.decay_per_s, self.floor_s,
+                                      self.floor_prob)
 
     @property
     def mean_wait_s(self) -> float:

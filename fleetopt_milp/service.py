@@ -40,6 +40,10 @@ reads). So a model in which the size changes the queue plugs in by returning a
   ``ceil(a / (slots rho_max))`` is not a valid lower bound under the model (it must
   never exceed the true minimum; the search is a doubling then a bisection from it, so
   the SLO test must be monotone in the size);
+- keeps the base fields meaningful without a size: ``rate_rps`` (the sizing skips pools
+  without traffic), ``slots_per_instance``, and ``floor_s``/``floor_prob`` as the floors'
+  lower limit over all sizes (a pool whose floors alone miss the SLO there is flagged
+  ``-1`` without a search);
 - keeps any extra per-candidate fields as arrays over candidates, so that
   :meth:`~fleetopt_milp.poolload.PoolLoad.take`, ``scaled`` and ``concat`` carry them.
 
@@ -61,6 +65,7 @@ import numpy as np
 from .demand import Moments, MomentTable
 from .errors import FleetOptError
 from .poolload import PoolLoad
+from .queueing import compiled_kernels
 
 __all__ = ["ServiceModel", "SlotServiceModel", "SLOT", "service_model",
            "register_service_model", "service_model_names"]
@@ -93,15 +98,24 @@ class SlotServiceModel:
 
         ``E[S] = s1 / mass``, ``cs2 = s2 mass / s1^2 - 1`` (docs/model.md §3); floor shares
         normalised to the pool's own requests; slots per instance at each pool's window.
+        Computed by the compiled form once loaded (identical numbers), else by numpy.
         """
-        from ._sizing import slot_load_kernel  # numba, loaded on first use
-
         mass = np.ascontiguousarray(np.atleast_1d(moments.mass), dtype=np.float64)
-        rate, es, cs2, fp = slot_load_kernel(
-            mass, np.ascontiguousarray(np.atleast_1d(moments.s1), dtype=np.float64),
-            np.ascontiguousarray(np.atleast_1d(moments.s2), dtype=np.float64),
-            np.ascontiguousarray(np.atleast_2d(moments.floor_mass), dtype=np.float64),
-            float(rate_rps), EMPTY_MASS)
+        s1 = np.ascontiguousarray(np.atleast_1d(moments.s1), dtype=np.float64)
+        s2 = np.ascontiguousarray(np.atleast_1d(moments.s2), dtype=np.float64)
+        floor_mass = np.ascontiguousarray(np.atleast_2d(moments.floor_mass), dtype=np.float64)
+        k = compiled_kernels()
+        if k is not None:
+            rate, es, cs2, fp = k.slot_load_kernel(mass, s1, s2, floor_mass, float(rate_rps),
+                                                   EMPTY_MASS)
+        else:
+            live = mass > EMPTY_MASS
+            safe = np.where(live, mass, 1.0)
+            es = np.where(live, s1 / safe, 1.0)
+            cs2 = np.maximum(np.where(live, s2 * safe / np.maximum(s1 ** 2, 1e-300) - 1.0,
+                                      0.0), 0.0)
+            fp = np.where(live[:, None], floor_mass / safe[:, None], 0.0)
+            rate = np.where(live, rate_rps * mass, 0.0)
         slots = np.broadcast_to(table.slots(window_tokens), mass.shape)
         return PoolLoad(rate, es, cs2, slots, table.floor_s, fp)
 

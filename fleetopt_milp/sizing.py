@@ -9,8 +9,8 @@ evaluation uses the exact Erlang C.
 
 Two implementations of that one search:
 
-- the compiled kernel (:mod:`fleetopt_milp._sizing`, numba, loaded on the first sizing so
-  ``import fleetopt_milp`` stays light), used for slot-model loads;
+- the compiled kernel (:mod:`fleetopt_milp._sizing`, numba), used for slot-model loads
+  once loaded (:func:`~fleetopt_milp.queueing.compiled_kernels` says when);
 - the numpy path below, which evaluates :meth:`PoolLoad.at` at every size it tries. It
   serves load-dependent service models and is the reference the kernel is tested and
   benchmarked against (``use_kernel=False``).
@@ -22,9 +22,16 @@ import numpy as np
 
 from .errors import FleetOptError
 from .poolload import PoolLoad, QueueBatch
-from .queueing import _erlang_c_stable, erlang_c, ttft_miss_probability, wait_quantile_s
+from .queueing import (
+    _erlang_c_stable,
+    compiled_kernels,
+    erlang_c,
+    load_compiled_kernels,
+    ttft_miss_probability,
+    wait_quantile_s,
+)
 
-__all__ = ["min_instances"]
+__all__ = ["min_instances", "redundancy_floor", "slo_excess"]
 
 
 def _unservable(load: PoolLoad, idx: np.ndarray, slo_s: float, q: float,
@@ -37,8 +44,8 @@ def _unservable(load: PoolLoad, idx: np.ndarray, slo_s: float, q: float,
     return np.sum(np.where(load.floor_s >= slo_s, fp, 0.0), axis=-1) >= (1.0 - q)
 
 
-def _excess(b: QueueBatch, slo_s: float, q: float, paper_rule: bool) -> np.ndarray:
-    """Excess of the SLO test for a batch of queues (> 0 means it fails).
+def slo_excess(b: QueueBatch, slo_s: float, q: float, paper_rule: bool) -> np.ndarray:
+    """Excess of the SLO test for a batch of queues (> 0 means it fails), docs/model.md §3.
 
     Tail rule: P(TTFT > SLO) - (1 - q). Paper rule: P``q`` wait + mean floor - SLO, in
     seconds. The tail rule skips the class sum where the fixed share plus Erlang C already
@@ -64,7 +71,7 @@ def _excess(b: QueueBatch, slo_s: float, q: float, paper_rule: bool) -> np.ndarr
 def _fails(load: PoolLoad, idx: np.ndarray, n_inst: np.ndarray, slo_s: float, q: float,
            paper_rule: bool, rho_max: float) -> np.ndarray:
     b = load.at(idx, n_inst)
-    bad = _excess(b, slo_s, q, paper_rule) > 0
+    bad = slo_excess(b, slo_s, q, paper_rule) > 0
     if load.load_dependent:  # the cap moves with the size: test it at every size
         bad |= (b.servers <= b.offered_load) | (b.utilization > rho_max * (1 + 1e-12))
         bad |= load.extra_fails(idx, n_inst)
@@ -101,27 +108,57 @@ def _search_numpy(load: PoolLoad, busy: np.ndarray, slo_s: float, q: float, rho_
     return out
 
 
+#: Largest instance count a pool may need; beyond it the input is not a fleet to plan.
+MAX_INSTANCES = 10**12
+
+
+def _check(load: PoolLoad, rho_max: float) -> None:
+    """Refuse loads no size can be searched for: non-finite or negative figures, pools with
+    traffic but no slots, or a utilization bound beyond :data:`MAX_INSTANCES`."""
+    rate, es, cs2 = load.rate_rps, load.mean_service_s, load.cs2
+    if not (np.all(np.isfinite(rate)) and np.all(rate >= 0)):
+        raise FleetOptError("pool load: every arrival rate must be a finite number >= 0 req/s")
+    busy = rate > 0
+    if not np.any(busy):
+        return
+    slots = load.slots_per_instance[busy]
+    if not (np.all(np.isfinite(es[busy]) & (es[busy] > 0)) and np.all(
+            np.isfinite(cs2[busy]) & (cs2[busy] >= 0)) and np.all(slots >= 1)):
+        raise FleetOptError("pool load: a pool with traffic needs a finite mean service time "
+                            "> 0 s, a finite cs2 >= 0 and at least one KV slot per instance")
+    bound = float(np.max(load.offered_load[busy] / (slots * rho_max)))
+    if not bound <= MAX_INSTANCES:
+        raise FleetOptError(f"pool load: a pool would need about {bound:.3g} instances (more "
+                            f"than {MAX_INSTANCES:.0e}); check the arrival rate and the "
+                            "service times")
+
+
 def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
                   rho_max: float = 0.85, paper_rule: bool = False,
-                  use_kernel: bool = True) -> np.ndarray:
+                  use_kernel: bool | None = None) -> np.ndarray:
     """Minimum instances per candidate pool meeting the TTFT SLO and the utilization cap.
 
     docs/model.md §3: the smallest ``n`` with ``rho = a / (n slots) <= rho_max`` and
     ``P(TTFT > slo_s) <= 1 - q`` (tail rule) or, with ``paper_rule``, P``q`` wait plus
     mean prefill ``<= slo_s`` (the FleetOpt paper's rule). Pools with no traffic need 0.
     Returns an int64 array; ``-1`` marks pools that no instance count can serve because
-    their TTFT floors alone miss the SLO. ``use_kernel=False`` forces the numpy path
-    (the reference; load-dependent service models always take it).
+    their TTFT floors alone miss the SLO.
+
+    ``use_kernel``: ``None`` takes the compiled kernel if this process has loaded it
+    (:func:`~fleetopt_milp.queueing.compiled_kernels`), ``True`` loads it, ``False`` forces
+    the numpy path (the reference). Both give the same counts; load-dependent service
+    models always take the numpy path.
     """
     if not 0 < percentile < 100:
         raise FleetOptError(f"percentile={percentile}: must be strictly between 0 and 100")
     if not 0 < rho_max <= 1:
         raise FleetOptError(f"rho_max={rho_max}: the utilization cap must be in (0, 1]")
     q = percentile / 100.0
-    if use_kernel and not load.load_dependent:
-        from . import _sizing  # numba: compiled (or loaded from cache) on first use
-
-        return _sizing.min_instances(load, slo_s, q, rho_max, paper_rule)
+    _check(load, rho_max)
+    kernels = (load_compiled_kernels() if use_kernel
+               else compiled_kernels() if use_kernel is None else None)
+    if kernels is not None and not load.load_dependent:
+        return kernels.min_instances(load, slo_s, q, rho_max, paper_rule)
     result = np.zeros(len(load), dtype=np.int64)
     busy = np.flatnonzero(load.rate_rps > 0)
     if busy.size == 0:
@@ -134,3 +171,13 @@ def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
     if busy.size:
         result[busy] = _search_numpy(load, busy, slo_s, q, rho_max, paper_rule)
     return result
+
+
+def redundancy_floor(counts: np.ndarray, busy: np.ndarray, min_per_pool: int) -> np.ndarray:
+    """``max(N, min_per_pool)`` where a pool gets requests (``busy``, broadcast against
+    ``counts``) and can be served (``N >= 0``); ``-1`` and idle pools are kept as they are.
+    A new array (int64)."""
+    out = np.array(counts, dtype=np.int64)
+    lift = np.broadcast_to(busy, out.shape) & (out >= 0)
+    out[lift] = np.maximum(out[lift], min_per_pool)
+    return out

@@ -71,14 +71,15 @@ def test_engine_sums_match_the_requests(prof):
     q = lo * li + lo * (lo + 1) / 2
     g = (prof.h_ms + prof.prefill_ms_per_token * prof.chunk_tokens) * 1e-3 * k + prof.seq_ms * 1e-3 * lo + prof.h_ms * 1e-3 / prof.calib_tokens * q
     p = wl.weights
-    assert m.engine[0, 0] == pytest.approx(np.sum(p * (k + lo)))
-    assert m.engine[0, 1] == pytest.approx(np.sum(p * (k + lo) ** 2))
-    assert m.engine[0, 2] == pytest.approx(np.sum(p * g))
-    assert m.engine[0, 3] == pytest.approx(np.sum(p * (k * li + q)))
-    assert m.engine[0, 4] == pytest.approx(np.sum(p * k))
+    assert m.iters[0] == pytest.approx(np.sum(p * (k + lo)))
+    assert m.iters2[0] == pytest.approx(np.sum(p * (k + lo) ** 2))
+    assert m.step_cost_s[0] == pytest.approx(np.sum(p * g))
+    assert m.kv_token_steps[0] == pytest.approx(np.sum(p * (k * li + q)))
+    assert m.chunks[0] == pytest.approx(np.sum(p * k))
     # Pools add up: (0, 2048] + (2048, 8192] = everything.
     parts = table.plain(0, 2048, 8192) + table.plain(2048, 8192, 8192)
-    assert np.allclose(parts.engine, m.engine)
+    for f in ("iters", "iters2", "step_cost_s", "kv_token_steps", "chunks"):
+        assert np.allclose(getattr(parts, f), getattr(m, f))
 
 
 def _simulated(prof, wl, rate, window, n_inst, n=40_000, seed=3):

@@ -183,3 +183,26 @@ def test_load_dependent_model_plugs_into_the_sizing():
                 break
         assert got[i] == n
         assert got[i] > min_instances(base.take([i]), 0.5, 99.0, 0.85)[0]
+
+
+def test_redundancy_floor_lifts_only_busy_servable_pools():
+    from fleetopt_milp.sizing import redundancy_floor
+
+    counts = np.array([[0, 1], [3, -1], [0, 5]])
+    busy = np.array([True, True, False])[:, None]
+    got = redundancy_floor(counts, busy, 2)
+    assert got.tolist() == [[2, 2], [3, -1], [0, 5]]
+    assert counts.tolist() == [[0, 1], [3, -1], [0, 5]]  # the input is not changed
+
+
+@pytest.mark.parametrize("field,value", [("rate_rps", np.nan), ("rate_rps", -1.0),
+                                         ("mean_service_s", np.inf), ("cs2", np.nan),
+                                         ("slots_per_instance", 0), ("rate_rps", 1e22)])
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_min_instances_refuses_loads_it_cannot_size(field, value, use_kernel):
+    load = _load(3)
+    arr = getattr(load, field).copy()
+    arr[1] = value
+    bad = replace(load, **{field: arr})
+    with pytest.raises(FleetOptError, match="pool load"):
+        min_instances(bad, 0.5, 99.0, 0.85, use_kernel=use_kernel)
