@@ -382,7 +382,7 @@ def tpot_figures(queues: list[EngineQueue], shares: list[float], percentile: flo
     """TPOT figures of requests split over ``queues`` with traffic ``shares`` (sum 1).
 
     The one place TPOT figures are computed (docs/engine.md §2): the mixture of the
-    queues' TPOT tails, each quantile by bisection.
+    queues' discrete TPOT distributions (:func:`tpot_tail`'s), exact quantiles.
     """
     live = [(w, x) for w, x in zip(shares, queues, strict=True) if w > 0]
     if not live:
@@ -391,23 +391,25 @@ def tpot_figures(queues: list[EngineQueue], shares: list[float], percentile: flo
         inf = float("inf")
         return TpotFigures(inf, inf, inf, inf, inf, 1.0)
 
-    def tail(t):
-        return sum(w * x.tpot_tail(t) for w, x in live)
-
-    hi = max(x.w_s + x.per_seq_s * x.batch_cap for _, x in live) * (1 + 1e-9) + 1e-12
-    lo0 = min(x.w_s for _, x in live)
+    # The mixture's TPOT is discrete: W + g_bar (1 + n) with Poisson weights, the last
+    # value (a full batch) taking the rest of the tail.
+    vals, wts = [], []
+    for w, x in live:
+        top = min(x.batch_cap - 1.0, float(stats.poisson.ppf(1.0 - 1e-12, x.mean_batch)))
+        n = np.arange(int(max(top, 0.0)) + 1)
+        pmf = stats.poisson.pmf(n, x.mean_batch)
+        pmf[-1] += stats.poisson.sf(n[-1], x.mean_batch)
+        vals.append(x.w_s + x.per_seq_s * (1.0 + n))
+        wts.append(w * pmf)
+    v, p = np.concatenate(vals), np.concatenate(wts)
+    order = np.argsort(v, kind="stable")
+    v, p = v[order], p[order] / np.sum(p)
+    cum = np.cumsum(p)
 
     def quantile(q):
-        lo, h = lo0, hi
-        for _ in range(60):
-            mid = 0.5 * (lo + h)
-            if tail(mid) > 1.0 - q:
-                lo = mid
-            else:
-                h = mid
-        return h * 1e3
+        return float(v[min(int(np.searchsorted(cum, q - 1e-12)), v.size - 1)]) * 1e3
 
     mean = sum(w * x.mean_tpot_s for w, x in live) * 1e3
-    miss = 0.0 if tpot_slo_ms is None else float(tail(tpot_slo_ms * 1e-3))
+    miss = 0.0 if tpot_slo_ms is None else float(np.sum(p[v > tpot_slo_ms * 1e-3 + 1e-15]))
     return TpotFigures(mean, quantile(0.5), quantile(0.9), quantile(0.99),
                        quantile(percentile / 100.0), miss)
