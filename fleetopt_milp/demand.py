@@ -122,7 +122,7 @@ class MomentTable:
         self.floor_chunks = np.concatenate([np.arange(kmax + 1), np.arange(kmax + 1)])
         self.floor_added_s = np.repeat([0.0, self.compression_latency_s], kmax + 1)
         # Engine features per class: the step time it adds over its life, g = (H + chunk
-        # compute) k + s L_out + (H / C_cal) Q, and the KV it holds, kv = k L_in + Q, with
+        # compute) k + s a + (H / C_cal) Q, and the KV it holds, kv = k L_in + Q, with
         # Q = L_out L_in + L_out (L_out + 1) / 2 (a decoding sequence reads its context plus
         # the new token; docs/engine.md §2).
         h_s, s_s = profile.h_ms * 1e-3, profile.seq_ms * 1e-3
@@ -131,7 +131,7 @@ class MomentTable:
 
         def engine_feats(k_, lin_, lout_):
             q = lout_ * lin_ + lout_ * (lout_ + 1) / 2.0
-            return pf_s * k_ + s_s * lout_ + hc_s * q, k_ * lin_ + q
+            return pf_s * k_ + s_s * (k_ + lout_) + hc_s * q, k_ * lin_ + q
 
         # Segment of each class between consecutive cuts: class with L in (cuts[j-1], cuts[j]]
         # has seg = j; prefix at cut j = sum over classes with seg <= j.

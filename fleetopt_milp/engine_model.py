@@ -6,7 +6,7 @@ the batch it has: its step time depends on the load, and the load on the step ti
 instance, with ``lambda_i = lambda / n`` requests/s:
 
 - a request is in the batch for ``a = k + L_out`` iterations (``k = ceil(L_in / chunk)``)
-  and adds ``g = P k + s L_out + (H / C_cal) Q`` seconds of step time over its life (``Q =
+  and adds ``g = P k + s a + (H / C_cal) Q`` seconds of step time over its life (``Q =
   L_out L_in + L_out (L_out + 1) / 2`` KV tokens read while decoding; a prefill chunk costs
   ``P = H + p chunk`` in the step it shares, as in the engine simulation, ``p`` the
   per-token prefill compute of calibrated profiles);
@@ -275,7 +275,11 @@ class EnginePoolLoad(PoolLoad):
         with np.errstate(invalid="ignore"):
             offered = np.where(op.stable, n * op.mean_batch, servers)  # unstable: fails
         step = np.where(op.stable, op.step_s, self.w_s[idx])
-        fs, fp = _contended_floors(self.floor_chunks, self.floor_added_s, self.floor_prob[idx],
+        fp = self.floor_prob[idx]
+        cols = np.flatnonzero(np.any(fp > 0, axis=0))  # floors some of these pools have
+        if cols.size == 0:
+            cols = np.arange(1)
+        fs, fp = _contended_floors(self.floor_chunks[cols], self.floor_added_s[cols], fp[:, cols],
                                    step, self.chunk_s[idx], self.ttft_overhead_s[idx],
                                    np.where(op.stable, op.prefilling, 0.0),
                                    self.mean_chunks[idx],

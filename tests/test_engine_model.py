@@ -69,7 +69,7 @@ def test_engine_sums_match_the_requests(prof):
     k = -(-wl.input_tokens // prof.chunk_tokens)
     li, lo = wl.input_tokens.astype(float), wl.output_tokens.astype(float)
     q = lo * li + lo * (lo + 1) / 2
-    g = (prof.h_ms + prof.prefill_ms_per_token * prof.chunk_tokens) * 1e-3 * k + prof.seq_ms * 1e-3 * lo + prof.h_ms * 1e-3 / prof.calib_tokens * q
+    g = (prof.h_ms + prof.prefill_ms_per_token * prof.chunk_tokens) * 1e-3 * k + prof.seq_ms * 1e-3 * (k + lo) + prof.h_ms * 1e-3 / prof.calib_tokens * q
     p = wl.weights
     assert m.iters[0] == pytest.approx(np.sum(p * (k + lo)))
     assert m.iters2[0] == pytest.approx(np.sum(p * (k + lo) ** 2))
@@ -168,3 +168,17 @@ def test_tpot_figures_of_a_mixture_weight_the_queues(prof):
     # The mixture's P90 is where half the weighted tails reach 10%.
     t = mix.p90_ms * 1e-3
     assert 0.5 * (q1.tpot_tail(t) + q2.tpot_tail(t)) <= 0.1 + 1e-9
+
+
+def test_engine_kernel_charges_calibrated_step_terms_exactly(prof):
+    """One request alone: prefill steps cost W + s + P, decode steps W + s + H (kv + 1) / C."""
+    lin, lout = 2 * prof.chunk_tokens, 3
+    res = engine_times(np.array([0.0]), np.array([lin]), np.array([lout]), prof, 8192, 1)
+    w, s, h = prof.w_ms * 1e-3, prof.seq_ms * 1e-3, prof.h_ms * 1e-3
+    p = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
+    first = 2 * (w + s + p)
+    assert res.first_token_s[0] == pytest.approx(first, rel=1e-12)
+    decode = sum(w + s + h * (lin + j + 1) / prof.calib_tokens for j in range(lout))
+    assert res.finish_s[0] == pytest.approx(first + decode, rel=1e-12)
+    # The isolated prefill is the profile's, and the simulator adds the TTFT overhead.
+    assert prof.prefill_s(lin) == pytest.approx(first, rel=1e-12)
