@@ -196,7 +196,8 @@ class EnginePoolLoad(PoolLoad):
 
     Beyond :class:`~fleetopt_milp.poolload.PoolLoad` (whose ``cs2`` is that of the
     iterations ``a``, ``slots_per_instance`` the engine's batch cap and ``floor_s`` the
-    floors at an idle instance, ``(k + 1) W`` + added latency + TTFT overhead):
+    floors at an idle instance, their lower limit, ``k (W + P)`` + added latency + TTFT
+    overhead):
     ``w_s`` (W), ``step_cost_s`` (E[g]), ``mean_iterations`` (E[a]),
     ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``,
     ``chunk_s`` (``P``, what a request's own prefill chunk adds to its step),
@@ -348,8 +349,8 @@ class EngineServiceModel:
         w = prof.w_ms * 1e-3
         over = prof.ttft_overhead_ms * 1e-3
         chunk = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
-        grid = (table.floor_chunks + 1.0) * w + table.floor_chunks * chunk \
-            + table.floor_added_s + over
+        # The floors' lower limit over all sizes (an idle instance): k (W + P) + added.
+        grid = table.floor_chunks * (w + chunk) + table.floor_added_s + over
         load = EnginePoolLoad(
             rate_rps=np.where(live, rate_rps * mass, 0.0), mean_service_s=a1 * w, cs2=cs2,
             slots_per_instance=np.broadcast_to(table.slots(window_tokens), mass.shape),
