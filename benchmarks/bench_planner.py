@@ -1,11 +1,13 @@
 """Planner speed, the paper's reference fleets, and savings on the three archetypes.
 
 Writes three sections of benchmarks/RESULTS.md: ``planner-speed``, ``paper-reproduction``
-and ``savings``. Run: ``.venv/bin/python benchmarks/bench_planner.py`` (about a minute).
+and ``savings``. Run: ``.venv/bin/python benchmarks/bench_planner.py`` (a few minutes;
+``--speed-only`` rewrites only ``planner-speed``).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -283,8 +285,15 @@ def savings() -> str:
 
 
 if __name__ == "__main__":
-    write_section("planner-speed", "## Planner speed (issues 2 and 7)\n\n" + speed())
-    write_section("paper-reproduction", "## The paper's reference fleets (issue 2)\n\n"
-                  + reproduction())
-    write_section("savings", "## Savings on the three archetypes (issue 2)\n\n" + savings())
+    load_before = os.getloadavg()[0]
+    body = speed()
+    body += (f"\nLoad average (1 min) of the machine when the timings started and ended: "
+             f"{load_before:.1f} and {os.getloadavg()[0]:.1f}, on {os.cpu_count()} cores; "
+             "other jobs share it, so repeated runs vary by up to about 2x.\n")
+    write_section("planner-speed", "## Planner speed (issues 2 and 7)\n\n" + body)
+    if "--speed-only" not in sys.argv:
+        write_section("paper-reproduction", "## The paper's reference fleets (issue 2)\n\n"
+                      + reproduction())
+        write_section("savings", "## Savings on the three archetypes (issue 2)\n\n"
+                      + savings())
     print(Path(__file__).resolve().parent.joinpath("RESULTS.md").read_text())

@@ -1,7 +1,17 @@
-"""The compiled sizing kernel: minimum instances of slot-model pools (numba).
+"""The compiled forms (numba): sizing slot-model pools, and one queue's figures.
 
-The same search and the same SLO test as the numpy path of :mod:`fleetopt_milp.sizing`
-(docs/model.md §3), compiled, one candidate at a time:
+Loaded on request only (:func:`fleetopt_milp.queueing.compiled_kernels` says when and
+why); each function here has a numpy or scipy twin it is tested against:
+
+- :func:`min_instances`: the search and the SLO test of :mod:`fleetopt_milp.sizing`'s
+  numpy path (docs/model.md §3), one candidate at a time;
+- :func:`erlang_c_kernel`, :func:`miss_kernel`, :func:`ttft_quantile_kernel`: what a
+  :class:`~fleetopt_milp.queueing.Queue` computes (twins: ``erlang_c``,
+  ``ttft_miss_probability`` and the numpy closed form of the TTFT quantile);
+- :func:`slot_load_kernel`: the slot model's per-pool arithmetic
+  (:class:`~fleetopt_milp.service.SlotServiceModel`), to the bit.
+
+How the sizing kernel computes:
 
 - **Poisson pmf.** ``log pmf(c; a)`` by Loader's saddle-point form
   ``-stirlerr(c) - bd0(c, a) - log(2 pi c) / 2`` (C. Loader, "Fast and accurate computation
@@ -21,8 +31,9 @@ The same search and the same SLO test as the numpy path of :mod:`fleetopt_milp.s
   bracket straddles the threshold. Where the Poisson tail beyond ``c`` is below 1e-17 the
   bracket is exact in double precision, as in the numpy path.
 
-Counts equal the numpy path's (tests/test_sizing_kernel.py, tests/test_golden.py); the
-kernel is about 10x faster (benchmarks/RESULTS.md, planner-speed).
+Counts equal the numpy path's (tests/test_sizing_kernel.py, tests/test_golden.py); sizing
+the default scenario's 1,398 candidate pools is about 6x faster (benchmarks/RESULTS.md,
+planner-speed).
 """
 
 from __future__ import annotations

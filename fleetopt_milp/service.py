@@ -41,14 +41,18 @@ reads). So a model in which the size changes the queue plugs in by returning a
   never exceed the true minimum; the search is a doubling then a bisection from it, so
   the SLO test must be monotone in the size);
 - keeps the base fields meaningful without a size: ``rate_rps`` (the sizing skips pools
-  without traffic), ``slots_per_instance``, and ``floor_s``/``floor_prob`` as the floors'
-  lower limit over all sizes (a pool whose floors alone miss the SLO there is flagged
-  ``-1`` without a search);
+  without traffic), finite ``mean_service_s > 0`` and ``cs2 >= 0`` and
+  ``slots_per_instance >= 1`` (checked before every search), and ``floor_s``/``floor_prob``
+  as the floors' lower limit over all sizes (a pool whose floors alone miss the SLO there
+  is flagged ``-1`` without a search);
 - keeps any extra per-candidate fields as arrays over candidates, so that
   :meth:`~fleetopt_milp.poolload.PoolLoad.take`, ``scaled`` and ``concat`` carry them.
 
 New per-pool figures of such a model (e.g. TPOT) belong on its queue records and in
-:class:`~fleetopt_milp.queueing.PoolFigures`, computed once there.
+:class:`~fleetopt_milp.queueing.PoolFigures`, computed once there. A model that needs
+more sums of the demand than ``Moments`` holds adds fields to it (and the matching prefix
+sums to ``MomentTable``): ``Moments`` arithmetic and the planner's stacked candidate rows
+carry every field.
 
 :class:`SlotServiceModel` (``"slot"``) is the model of docs/model.md §2-3: each request
 holds one KV slot for its whole service ``S = a (W + h_C L)``, whose moments are exact;
