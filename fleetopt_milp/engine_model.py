@@ -16,7 +16,8 @@ instance, with ``lambda_i = lambda / n`` requests/s:
   ``min(max batch, KV tokens / mean KV tokens per live sequence)`` (the engine's admission
   limits: its batch cap and its KV blocks, tokens in flight rather than reserved windows);
 - TTFT = the wait for a batch slot (an M/G/c queue over the pool's ``n x cap`` batch slots,
-  service ``a tau``) + the end of the running step (``tau``) + ``k`` prefill chunks, each
+  draining at a full batch's step: service ``a (W + cap g_bar)``) + the end of the running
+  step if the instance is busy + ``k`` prefill chunks, each
   sharing a step with the decode batch at the operating point (``tau + P``), + the
   profile's TTFT overhead, with the other prompts' chunks met in those steps as a
   random count (:func:`_contended_floors`);
