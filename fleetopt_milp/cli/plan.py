@@ -64,8 +64,9 @@ def plan(
         5, "--verify-candidates", help="With --verify: how many candidates to try at most"),
     verify_requests: int = typer.Option(
         200_000, "--verify-requests", help="With --verify: requests per replication"),
-    verify_fidelity: str = typer.Option(
-        "slot", "--verify-fidelity", help="With --verify: slot or engine simulation"),
+    verify_fidelity: str | None = typer.Option(
+        None, "--verify-fidelity", help="With --verify: slot or engine simulation (default: "
+        "the one matching --service-model)"),
     seed: int = typer.Option(0, "--seed", help="With --verify: random seed"),
     json_path: Path | None = JsonOpt,
 ):
@@ -81,6 +82,8 @@ def plan(
                                 compression_ms, paper_compat, catalog, service_model,
                                 tpot_ms, tpot_percentile)
     factor = _peak_factor(sc.workload, rate, peak_factor, peak_window_s)
+    if verify_fidelity is None:
+        verify_fidelity = "engine" if sc.service_model == "engine" else "slot"
     sc = replace(sc, rate_rps=rate * factor)
     extra = {"mean_rate_rps": rate, "peak_factor": factor} if factor != 1.0 else {}
     if not verify:
