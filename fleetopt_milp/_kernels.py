@@ -175,7 +175,7 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
     2. Admission from the head of the queue (FCFS) while the batch is below its cap and the
        free blocks hold the whole prompt (prompt + generated tokens after a preemption);
        none in an iteration that preempted unless the batch is empty.
-    3. ``iter_end = t + W + s n_decode + P n_prefill + H sum_decode (kv + 1) / C_cal``;
+    3. ``iter_end = t + W + s n + P n_prefill + H sum_decode (kv + 1) / C_cal``;
        ``inf`` if idle (``s`` = the profile's per-sequence cost; ``P`` = a chunk's cost, ``H``
        plus its compute; both beyond ``H`` are 0 unless calibrated).
     4. Macro-step (``macro``): when every sequence decodes, the next ``m`` iterations are
@@ -269,7 +269,7 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
                 m = 1
     hc = h_s[a] / calib_tokens[a]
     if m == 1:
-        iter_end[j] = t + w_s[a] + seq_s[a] * (n - npf) + pf_s[a] * npf + hc * ctx
+        iter_end[j] = t + w_s[a] + seq_s[a] * n + pf_s[a] * npf + hc * ctx
     else:
         mac_m[j] = m
         mac_t0[j] = t
@@ -322,7 +322,7 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
     - dispatch at arrival to the allocation's instance with the fewest outstanding requests
       (running + waiting; ties to the lowest index), FCFS queue per instance; an idle
       instance starts at the arrival, with every request arriving at that instant;
-    - an iteration's time is ``W + s n_decode + P n_prefill + H sum_decode (kv + 1) / C_cal``: a
+    - an iteration's time is ``W + s n + P n_prefill + H sum_decode (kv + 1) / C_cal``: a
       prefilling sequence costs one calibration context per chunk, as the prefill model
       ``T_pf = ceil(L_in / chunk) (t_iter(1, C_cal) + chunk compute)``; a decoding one its
       live context;

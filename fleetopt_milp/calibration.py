@@ -15,7 +15,7 @@ Two kinds of input, both reduced to rows of one linear model of engine time:
 
 The step time is the roofline's, with efficiency factors (docs/engine.md §1)::
 
-    step_ms = W + s * n_decode + (H / C_cal) * context_tokens + t_pf * prefill_tokens
+    step_ms = W + s * n + (H / C_cal) * context_tokens + t_pf * prefill_tokens
     W = weight_read_floor / eta_w      s = token_compute_floor / eta_c
     H = kv_read_floor / eta_kv         t_pf = token_compute_floor / eta_pf
 
@@ -235,8 +235,8 @@ def read_steps(path: str | Path) -> StepTable:
 class Schedule:
     """The step sequence of a replayed burst, as features of the linear step model.
 
-    ``cum_features`` ``(steps + 1, 4)``: cumulative sums of (1, decoding sequences, their KV
-    tokens, prefill tokens) after each step (row 0 = before the first). ``first_step`` and
+    ``cum_features`` ``(steps + 1, 4)``: cumulative sums of (1, sequences in the step, the
+    decoding ones' KV tokens, prefill tokens) after each step (row 0 = before the first). ``first_step`` and
     ``last_step`` per request: the step that produced its first and its last token (-1 for
     requests that returned none).
     """
@@ -273,10 +273,11 @@ def replay_schedule(input_tokens, output_tokens,
         if nxt < n and len(running) < max_batch and (since >= decode_steps_between
                                                      or not running):
             since = 0
-            tokens, step = 0, len(feats)
+            tokens, seqs, step = 0, 0, len(feats)
             while nxt < n and len(running) < max_batch and (
                     tokens == 0 or tokens + lin[nxt] <= prefill_budget_tokens):
                 tokens += int(lin[nxt])
+                seqs += 1
                 if lout[nxt] > 0:
                     first[nxt] = step
                     gen[nxt] = 1
@@ -285,7 +286,7 @@ def replay_schedule(input_tokens, output_tokens,
                     else:
                         running.append(nxt)
                 nxt += 1
-            feats.append((1.0, 0.0, 0.0, float(tokens)))
+            feats.append((1.0, float(seqs), 0.0, float(tokens)))
             continue
         since += 1
         idx = np.asarray(running)
@@ -472,7 +473,7 @@ def burst_prediction(profile: Profile, run: BenchmarkRun,
     """Replay ``run``'s requests (lengths only, never its timings) through
     :func:`replay_schedule` with ``profile``'s step times.
 
-    A prefill step costs ``W + t_pf * tokens`` (``t_pf`` = the profile's
+    A prefill step costs ``W + s n + t_pf * tokens`` (``t_pf`` = the profile's
     ``prefill_ms_per_token``, or for profiles without one ``t_iter(1, C_cal) / chunk``); a
     decode step ``W + s n + H * context / C_cal``; each TTFT adds ``ttft_overhead_ms``.
     """

@@ -18,7 +18,7 @@ subtract; a service model (:mod:`~fleetopt_milp.service`) turns them into a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -36,40 +36,38 @@ class Moments:
 
     mass: share of all requests; s1 = sum p S (s); s2 = sum p S^2 (s^2);
     floor_mass: share of all requests at each TTFT floor of :attr:`MomentTable.floor_s`.
-    engine: what the engine service model needs (docs/engine.md §2), last axis of 5:
-    ``sum p a``, ``sum p a^2`` (iterations), ``sum p g`` (s; ``g`` = the step time a
-    request adds over its life), ``sum p kv`` (token-iterations of KV it holds) and
-    ``sum p k`` (prefill chunks); ``None`` when not computed.
+    What the engine service model needs (docs/engine.md §2): iters = sum p a and iters2 =
+    sum p a^2 (steps in the batch); step_cost_s = sum p g (s; ``g`` = the step time a
+    request adds over its life); kv_token_steps = sum p kv (KV tokens held, summed over
+    its steps); chunks = sum p k (prefill chunks).
     """
 
     mass: np.ndarray
     s1: np.ndarray
     s2: np.ndarray
     floor_mass: np.ndarray
-    engine: np.ndarray | None = None
+    iters: np.ndarray
+    iters2: np.ndarray
+    step_cost_s: np.ndarray
+    kv_token_steps: np.ndarray
+    chunks: np.ndarray
 
-    def _engine(self, other: Moments, sign: float):
-        if self.engine is None or other.engine is None:
-            return None
-        return self.engine + sign * other.engine
+    def _map(self, op, other=None) -> Moments:
+        """``op`` applied field by field (with ``other``'s matching field if given)."""
+        return type(self)(*(op(getattr(self, f.name), None if other is None else
+                               getattr(other, f.name)) for f in fields(self)))
 
     def __add__(self, other: Moments) -> Moments:
-        return Moments(self.mass + other.mass, self.s1 + other.s1, self.s2 + other.s2,
-                       self.floor_mass + other.floor_mass, self._engine(other, 1.0))
+        return self._map(np.add, other)
 
     def __sub__(self, other: Moments) -> Moments:
-        return Moments(self.mass - other.mass, self.s1 - other.s1, self.s2 - other.s2,
-                       self.floor_mass - other.floor_mass, self._engine(other, -1.0))
+        return self._map(np.subtract, other)
 
     def scaled(self, factor) -> Moments:
+        """Every sum times ``factor`` (a scalar, or one value per candidate)."""
         f = np.asarray(factor, float)
-
-        def col(x):
-            return f if x is None else np.reshape(f, np.shape(f) + (1,) * (x.ndim - np.ndim(f)))
-
-        return Moments(self.mass * f, self.s1 * f, self.s2 * f,
-                       self.floor_mass * col(self.floor_mass),
-                       None if self.engine is None else self.engine * col(self.engine))
+        return self._map(lambda x, _: x * np.reshape(f, np.shape(f) + (1,) * (np.ndim(x)
+                                                                            - np.ndim(f))))
 
 
 def _ceil_div(x: np.ndarray, d: int) -> np.ndarray:
@@ -124,7 +122,7 @@ class MomentTable:
         self.floor_chunks = np.concatenate([np.arange(kmax + 1), np.arange(kmax + 1)])
         self.floor_added_s = np.repeat([0.0, self.compression_latency_s], kmax + 1)
         # Engine features per class: the step time it adds over its life, g = (H + chunk
-        # compute) k + s L_out + (H / C_cal) Q, and the KV it holds, kv = k L_in + Q, with
+        # compute) k + s a + (H / C_cal) Q, and the KV it holds, kv = k L_in + Q, with
         # Q = L_out L_in + L_out (L_out + 1) / 2 (a decoding sequence reads its context plus
         # the new token; docs/engine.md §2).
         h_s, s_s = profile.h_ms * 1e-3, profile.seq_ms * 1e-3
@@ -133,7 +131,7 @@ class MomentTable:
 
         def engine_feats(k_, lin_, lout_):
             q = lout_ * lin_ + lout_ * (lout_ + 1) / 2.0
-            return pf_s * k_ + s_s * lout_ + hc_s * q, k_ * lin_ + q
+            return pf_s * k_ + s_s * (k_ + lout_) + hc_s * q, k_ * lin_ + q
 
         # Segment of each class between consecutive cuts: class with L in (cuts[j-1], cuts[j]]
         # has seg = j; prefix at cut j = sum over classes with seg <= j.
@@ -265,7 +263,7 @@ class MomentTable:
         mass, pa, paL, pa2, pa2L, pa2L2 = (raw[..., i] for i in range(6))
         s1 = w * pa + h * paL
         s2 = w * w * pa2 + 2.0 * w * h * pa2L + h * h * pa2L2
-        return Moments(mass, s1, s2, floor, raw[..., [1, 3, 6, 7, 8]])
+        return Moments(mass, s1, s2, floor, *(raw[..., i] for i in (1, 3, 6, 7, 8)))
 
     # -- queries ---------------------------------------------------------------------------
     def plain(self, lo_tokens, hi_tokens, window_tokens) -> Moments:
@@ -292,7 +290,7 @@ class MomentTable:
         t_iter = self._w_s(b_tok) + self._h_s(b_tok) * bb
         raw = self._band_comp[i, g]
         return Moments(raw[:, 0], t_iter * raw[:, 1], t_iter * t_iter * raw[:, 2],
-                       self._band_comp_floor[i, g], raw[:, 1:6])
+                       self._band_comp_floor[i, g], *(raw[:, i] for i in range(1, 6)))
 
     def pool_parts(self, windows_tokens, gammas) -> list[PoolParts]:
         """Moments of ``K`` ordered pools for candidate routings, split by ``p_c``.

@@ -6,7 +6,7 @@ the batch it has: its step time depends on the load, and the load on the step ti
 instance, with ``lambda_i = lambda / n`` requests/s:
 
 - a request is in the batch for ``a = k + L_out`` iterations (``k = ceil(L_in / chunk)``)
-  and adds ``g = P k + s L_out + (H / C_cal) Q`` seconds of step time over its life (``Q =
+  and adds ``g = P k + s a + (H / C_cal) Q`` seconds of step time over its life (``Q =
   L_out L_in + L_out (L_out + 1) / 2`` KV tokens read while decoding; a prefill chunk costs
   ``P = H + p chunk`` in the step it shares, as in the engine simulation, ``p`` the
   per-token prefill compute of calibrated profiles);
@@ -16,7 +16,8 @@ instance, with ``lambda_i = lambda / n`` requests/s:
   ``min(max batch, KV tokens / mean KV tokens per live sequence)`` (the engine's admission
   limits: its batch cap and its KV blocks, tokens in flight rather than reserved windows);
 - TTFT = the wait for a batch slot (an M/G/c queue over the pool's ``n x cap`` batch slots,
-  service ``a tau``) + the end of the running step (``tau``) + ``k`` prefill chunks, each
+  draining at a full batch's step: service ``a (W + cap g_bar)``) + the end of the running
+  step if the instance is busy + ``k`` prefill chunks, each
   sharing a step with the decode batch at the operating point (``tau + P``), + the
   profile's TTFT overhead, with the other prompts' chunks met in those steps as a
   random count (:func:`_contended_floors`);
@@ -196,7 +197,8 @@ class EnginePoolLoad(PoolLoad):
 
     Beyond :class:`~fleetopt_milp.poolload.PoolLoad` (whose ``cs2`` is that of the
     iterations ``a``, ``slots_per_instance`` the engine's batch cap and ``floor_s`` the
-    floors at an idle instance, ``(k + 1) W`` + added latency + TTFT overhead):
+    floors at an idle instance, their lower limit, ``k (W + P)`` + added latency + TTFT
+    overhead):
     ``w_s`` (W), ``step_cost_s`` (E[g]), ``mean_iterations`` (E[a]),
     ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``,
     ``chunk_s`` (``P``, what a request's own prefill chunk adds to its step),
@@ -275,7 +277,11 @@ class EnginePoolLoad(PoolLoad):
         with np.errstate(invalid="ignore"):
             offered = np.where(op.stable, n * op.mean_batch, servers)  # unstable: fails
         step = np.where(op.stable, op.step_s, self.w_s[idx])
-        fs, fp = _contended_floors(self.floor_chunks, self.floor_added_s, self.floor_prob[idx],
+        fp = self.floor_prob[idx]
+        cols = np.flatnonzero(np.any(fp > 0, axis=0))  # floors some of these pools have
+        if cols.size == 0:
+            cols = np.arange(1)
+        fs, fp = _contended_floors(self.floor_chunks[cols], self.floor_added_s[cols], fp[:, cols],
                                    step, self.chunk_s[idx], self.ttft_overhead_s[idx],
                                    np.where(op.stable, op.prefilling, 0.0),
                                    self.mean_chunks[idx],
@@ -329,25 +335,23 @@ class EngineServiceModel:
                   rate_rps: float) -> EnginePoolLoad:
         """The :class:`EnginePoolLoad` of pools with these moments at total rate ``rate_rps``.
 
-        Needs the engine sums of :class:`~fleetopt_milp.demand.Moments` (``engine``). The
-        batch cap is ``slots(C)`` at each window, as the engine simulation's default.
+        Reads the engine sums of :class:`~fleetopt_milp.demand.Moments`. The batch cap is ``slots(C)`` at each window, as the engine simulation's default.
         """
-        if moments.engine is None:
-            raise FleetOptError("engine service model: these moments carry no engine sums")
         prof = table.profile
         mass = np.atleast_1d(moments.mass).astype(float)
         live = mass > EMPTY_MASS
         safe = np.where(live, mass, 1.0)
-        eng = np.atleast_2d(moments.engine)
-        a1, a2, g1, kv1, k1 = (np.where(live, eng[:, j] / safe, 1.0) for j in range(5))
+        a1, a2, g1, kv1, k1 = (np.where(live, np.atleast_1d(getattr(moments, f)) / safe, 1.0)
+                               for f in ("iters", "iters2", "step_cost_s", "kv_token_steps",
+                                         "chunks"))
         cs2 = np.where(live, np.maximum(a2 / np.maximum(a1 ** 2, 1e-300) - 1.0, 0.0), 0.0)
         fp = np.atleast_2d(moments.floor_mass) / safe[:, None]
         fp = np.where(live[:, None], fp, 0.0)
         w = prof.w_ms * 1e-3
         over = prof.ttft_overhead_ms * 1e-3
         chunk = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
-        grid = (table.floor_chunks + 1.0) * w + table.floor_chunks * chunk \
-            + table.floor_added_s + over
+        # The floors' lower limit over all sizes (an idle instance): k (W + P) + added.
+        grid = table.floor_chunks * (w + chunk) + table.floor_added_s + over
         load = EnginePoolLoad(
             rate_rps=np.where(live, rate_rps * mass, 0.0), mean_service_s=a1 * w, cs2=cs2,
             slots_per_instance=np.broadcast_to(table.slots(window_tokens), mass.shape),
@@ -384,7 +388,7 @@ def tpot_figures(queues: list[EngineQueue], shares: list[float], percentile: flo
     """TPOT figures of requests split over ``queues`` with traffic ``shares`` (sum 1).
 
     The one place TPOT figures are computed (docs/engine.md §2): the mixture of the
-    queues' TPOT tails, each quantile by bisection.
+    queues' discrete TPOT distributions (:func:`tpot_tail`'s), exact quantiles.
     """
     live = [(w, x) for w, x in zip(shares, queues, strict=True) if w > 0]
     if not live:
@@ -393,23 +397,25 @@ def tpot_figures(queues: list[EngineQueue], shares: list[float], percentile: flo
         inf = float("inf")
         return TpotFigures(inf, inf, inf, inf, inf, 1.0)
 
-    def tail(t):
-        return sum(w * x.tpot_tail(t) for w, x in live)
-
-    hi = max(x.w_s + x.per_seq_s * x.batch_cap for _, x in live) * (1 + 1e-9) + 1e-12
-    lo0 = min(x.w_s for _, x in live)
+    # The mixture's TPOT is discrete: W + g_bar (1 + n) with Poisson weights, the last
+    # value (a full batch) taking the rest of the tail.
+    vals, wts = [], []
+    for w, x in live:
+        top = min(x.batch_cap - 1.0, float(stats.poisson.ppf(1.0 - 1e-12, x.mean_batch)))
+        n = np.arange(int(max(top, 0.0)) + 1)
+        pmf = stats.poisson.pmf(n, x.mean_batch)
+        pmf[-1] += stats.poisson.sf(n[-1], x.mean_batch)
+        vals.append(x.w_s + x.per_seq_s * (1.0 + n))
+        wts.append(w * pmf)
+    v, p = np.concatenate(vals), np.concatenate(wts)
+    order = np.argsort(v, kind="stable")
+    v, p = v[order], p[order] / np.sum(p)
+    cum = np.cumsum(p)
 
     def quantile(q):
-        lo, h = lo0, hi
-        for _ in range(60):
-            mid = 0.5 * (lo + h)
-            if tail(mid) > 1.0 - q:
-                lo = mid
-            else:
-                h = mid
-        return h * 1e3
+        return float(v[min(int(np.searchsorted(cum, q - 1e-12)), v.size - 1)]) * 1e3
 
     mean = sum(w * x.mean_tpot_s for w, x in live) * 1e3
-    miss = 0.0 if tpot_slo_ms is None else float(tail(tpot_slo_ms * 1e-3))
+    miss = 0.0 if tpot_slo_ms is None else float(np.sum(p[v > tpot_slo_ms * 1e-3 + 1e-15]))
     return TpotFigures(mean, quantile(0.5), quantile(0.9), quantile(0.99),
                        quantile(percentile / 100.0), miss)

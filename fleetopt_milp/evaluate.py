@@ -169,7 +169,7 @@ def _allocations(fleet: FleetSpec, workload: Workload, model_name: str) -> list[
         table, parts = tables[a.profile.name]
         m = parts[a.pool].at(fleet.compressible_share)
         load = model.pool_load(m, table, [fleet.windows_tokens[a.pool]], 1.0)
-        iters = float(m.engine[0, 0] / m.mass[0]) if m.mass[0] > 0 else 1.0
+        iters = float(m.iters[0] / m.mass[0]) if m.mass[0] > 0 else 1.0
         out.append(_Alloc(a.pool, int(a.instances), float(a.load_share), load,
                           float(load.mean_service_s[0]) / iters if load.load_dependent is False
                           else 0.0))

@@ -14,7 +14,7 @@ moments of every candidate pool, and one vectorised ``min_instances`` call sizes
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -91,15 +91,18 @@ class PlanningTables:
 
 @dataclass(frozen=True)
 class _RowParts:
-    """:class:`PoolParts` of many pools stacked as rows: ``sums`` ``(3, 3, N)`` holds the
-    base, lost and gained ``[mass, s1, s2]`` and ``floors`` ``(3, N, m)`` their floor masses
-    (zeros where a pool has no band); ``window_tokens`` ``(N,)`` each row's window;
-    ``engine`` ``(3, N, 4)`` the engine model's sums (:class:`Moments`, docs/engine.md §2)."""
+    """:class:`PoolParts` of many pools stacked as rows: ``sums`` ``(3, F, N)`` holds the
+    base, lost and gained values of the ``F`` per-pool fields of :class:`Moments` (mass,
+    s1, s2, ...) and ``floors`` ``(3, N, m)`` their floor masses (zeros where a pool has no
+    band); ``window_tokens`` ``(N,)`` is each row's window."""
 
     sums: np.ndarray
     floors: np.ndarray
     window_tokens: np.ndarray
-    engine: np.ndarray
+
+    @staticmethod
+    def _names() -> list[str]:
+        return [f.name for f in fields(Moments) if f.name != "floor_mass"]
 
     @staticmethod
     def stack(parts: list[PoolParts], window_tokens: np.ndarray) -> _RowParts:
@@ -107,31 +110,29 @@ class _RowParts:
             m = getattr(p, f)
             return p.base.scaled(0.0) if m is None else m
 
-        sums = np.stack([np.concatenate([np.stack([m.mass, m.s1, m.s2]) for m in
+        names = _RowParts._names()
+        sums = np.stack([np.concatenate([np.stack([getattr(m, n) for n in names]) for m in
                                          (part(p, f) for p in parts)], axis=1)
                          for f in ("base", "lost", "gained")])
         floors = np.stack([np.concatenate([part(p, f).floor_mass for p in parts])
                            for f in ("base", "lost", "gained")])
-        engine = np.stack([np.concatenate([part(p, f).engine for p in parts])
-                           for f in ("base", "lost", "gained")])
-        return _RowParts(sums, floors, window_tokens, engine)
+        return _RowParts(sums, floors, window_tokens)
 
     @property
     def gained_mass(self) -> np.ndarray:
         """Share of all requests compressed into each row's pool at ``p_c = 1``."""
-        return self.sums[2, 0]
+        return self.sums[2, self._names().index("mass")]
 
     def moments(self, compressible_share: float) -> Moments:
         """Every row's moments at ``p_c`` (the operations of :meth:`PoolParts.at`)."""
         pc = float(compressible_share)
-        s, f, e = self.sums, self.floors, self.engine
+        s, f = self.sums, self.floors
         if pc > 0:
             s = s[0] - s[1] * pc + s[2] * pc
             f = f[0] - f[1] * pc + f[2] * pc
-            e = e[0] - e[1] * pc + e[2] * pc
         else:
-            s, f, e = s[0], f[0], e[0]
-        return Moments(s[0], s[1], s[2], f, e)
+            s, f = s[0], f[0]
+        return Moments(**dict(zip(self._names(), s, strict=True)), floor_mass=f)
 
 
 def _size_rows(tables: PlanningTables, rows: _RowParts) -> tuple[PoolLoad, np.ndarray]:

@@ -18,7 +18,7 @@ Fidelities
 ``engine``
     Continuous batching per instance (MODEL.md section 2), see
     :func:`fleetopt_milp._kernels.engine_run`: iteration time
-    ``W + s n_decode + H (n_prefill + sum_decode (kv + 1) / C_cal)`` from the live batch
+    ``W + s n + P n_prefill + H sum_decode (kv + 1) / C_cal`` from the live batch
     (``s`` = the profile's per-sequence cost, 0 unless calibrated; a prefilling
     sequence costs one calibration context per chunk, plus the chunk's compute in calibrated
     profiles, as the model's prefill time ``Profile.prefill_s``; a decoding one its live

@@ -174,3 +174,27 @@ def test_shipped_profiles_load_without_physics_warnings():
         p = cat.profile(n)
         assert p.source == "calibrated" and p.inputs_sha256 and p.seq_ms > 0
         assert profile_warnings(p, cat) == []
+
+
+def test_cli_calibrates_and_the_profile_plans(setting, tmp_path):
+    import subprocess
+    import sys
+
+    cat, gpu, llm, truth = setting
+    runs = _runs(tmp_path, truth)
+    out = tmp_path / "mine.toml"
+    cmd = [sys.executable, "-m", "fleetopt_milp.cli"]
+    r = subprocess.run([*cmd, "calibrate", *(x.path for x in runs), "--gpu", "H100", "--model",
+                        "Llama-3-70B", "--tp", "8", "--name", "mine", "--chunk-tokens", "2048",
+                        "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert load_catalog([out]).profile("mine").w_ms == pytest.approx(truth.w_ms, rel=1e-5)
+    r = subprocess.run([*cmd, "plan", "--catalog", str(out), "--gpu", "mine", "--rate", "50",
+                        "--workload", "lmsys", "--slo-ms", "1000"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"request_rate": "inf", "input_lens": [1, 2]}')
+    r = subprocess.run([*cmd, "calibrate", str(bad), "--gpu", "H100", "--model", "Llama-3-70B",
+                        "--tp", "8", "--name", "x", "--out", str(tmp_path / "x.toml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "output_lens" in r.stderr and r.stderr.count("\n") == 1

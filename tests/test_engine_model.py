@@ -69,16 +69,17 @@ def test_engine_sums_match_the_requests(prof):
     k = -(-wl.input_tokens // prof.chunk_tokens)
     li, lo = wl.input_tokens.astype(float), wl.output_tokens.astype(float)
     q = lo * li + lo * (lo + 1) / 2
-    g = (prof.h_ms + prof.prefill_ms_per_token * prof.chunk_tokens) * 1e-3 * k + prof.seq_ms * 1e-3 * lo + prof.h_ms * 1e-3 / prof.calib_tokens * q
+    g = (prof.h_ms + prof.prefill_ms_per_token * prof.chunk_tokens) * 1e-3 * k + prof.seq_ms * 1e-3 * (k + lo) + prof.h_ms * 1e-3 / prof.calib_tokens * q
     p = wl.weights
-    assert m.engine[0, 0] == pytest.approx(np.sum(p * (k + lo)))
-    assert m.engine[0, 1] == pytest.approx(np.sum(p * (k + lo) ** 2))
-    assert m.engine[0, 2] == pytest.approx(np.sum(p * g))
-    assert m.engine[0, 3] == pytest.approx(np.sum(p * (k * li + q)))
-    assert m.engine[0, 4] == pytest.approx(np.sum(p * k))
+    assert m.iters[0] == pytest.approx(np.sum(p * (k + lo)))
+    assert m.iters2[0] == pytest.approx(np.sum(p * (k + lo) ** 2))
+    assert m.step_cost_s[0] == pytest.approx(np.sum(p * g))
+    assert m.kv_token_steps[0] == pytest.approx(np.sum(p * (k * li + q)))
+    assert m.chunks[0] == pytest.approx(np.sum(p * k))
     # Pools add up: (0, 2048] + (2048, 8192] = everything.
     parts = table.plain(0, 2048, 8192) + table.plain(2048, 8192, 8192)
-    assert np.allclose(parts.engine, m.engine)
+    for f in ("iters", "iters2", "step_cost_s", "kv_token_steps", "chunks"):
+        assert np.allclose(getattr(parts, f), getattr(m, f))
 
 
 def _simulated(prof, wl, rate, window, n_inst, n=40_000, seed=3):
@@ -167,3 +168,17 @@ def test_tpot_figures_of_a_mixture_weight_the_queues(prof):
     # The mixture's P90 is where half the weighted tails reach 10%.
     t = mix.p90_ms * 1e-3
     assert 0.5 * (q1.tpot_tail(t) + q2.tpot_tail(t)) <= 0.1 + 1e-9
+
+
+def test_engine_kernel_charges_calibrated_step_terms_exactly(prof):
+    """One request alone: prefill steps cost W + s + P, decode steps W + s + H (kv + 1) / C."""
+    lin, lout = 2 * prof.chunk_tokens, 3
+    res = engine_times(np.array([0.0]), np.array([lin]), np.array([lout]), prof, 8192, 1)
+    w, s, h = prof.w_ms * 1e-3, prof.seq_ms * 1e-3, prof.h_ms * 1e-3
+    p = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
+    first = 2 * (w + s + p)
+    assert res.first_token_s[0] == pytest.approx(first, rel=1e-12)
+    decode = sum(w + s + h * (lin + j + 1) / prof.calib_tokens for j in range(lout))
+    assert res.finish_s[0] == pytest.approx(first + decode, rel=1e-12)
+    # The isolated prefill is the profile's, and the simulator adds the TTFT overhead.
+    assert prof.prefill_s(lin) == pytest.approx(first, rel=1e-12)

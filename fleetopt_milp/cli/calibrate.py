@@ -42,6 +42,8 @@ def calibrate(
                     ("--chunk-tokens", chunk_tokens)):
         if v < 1:
             raise FleetOptError(f"{flag} {v}: must be a positive number of tokens")
+    if out.suffix != ".toml":
+        raise FleetOptError(f"--out {out}: the profile file must end in .toml")
     cat = load_catalog(catalog)
     runs, steps = [], []
     for f in files:
