@@ -122,11 +122,10 @@ def engine_vs_simulation() -> str:
 
 
 def _measurements() -> Path | None:
+    """The public vLLM runs (a folder laid out as LambdaLabsML/vllm-benchmark's results),
+    named by the environment variable FLEETOPT_MEASUREMENTS; not shipped (no licence)."""
     env = os.environ.get("FLEETOPT_MEASUREMENTS")
-    if env:
-        return Path(env)
-    guess = Path(__file__).resolve().parents[2] / "shared/measurements/vllm_benchmark_lambda"
-    return guess if guess.is_dir() else None
+    return Path(env) if env else None
 
 
 def calibration_holdout(root: Path) -> str:

@@ -201,7 +201,7 @@ def bench_fidelity(profile, quick: bool):
         + (f"{len(steep)} pools miss about 1% of requests: there the P99 sits on the "
            "congestion cliff and moves by up to seconds between replications (ratios "
            f"{', '.join(f'{r:.2f}' for r in steep)}); the miss share, which certification "
-           "uses, is the stable figure (MODEL.md section 3)." if steep else ""))
+           "uses, is the stable figure (docs/model.md §3)." if steep else ""))
     text = (
         "### Fidelity of the model (slot simulation of planner plans)\n\n"
         f"paper-H100, P99 TTFT <= {SLO_MS:g} ms, project tail rule, each workload's own "

@@ -4,7 +4,7 @@ The measurements (LambdaLabsML/vllm-benchmark, no licence) are not shipped: pass
 that holds them (README "measurements"). Each profile is fitted on the bursts of 10, 40 and
 160 requests; the bursts of 20, 80 and 320 are held out for benchmarks/bench_engine.py.
 
-    python benchmarks/calibrate_public.py /work/shared/measurements/vllm_benchmark_lambda
+    python benchmarks/calibrate_public.py PATH/TO/vllm_benchmark_lambda  (a clone of LambdaLabsML/vllm-benchmark results)
 """
 
 from __future__ import annotations

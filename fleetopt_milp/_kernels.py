@@ -4,9 +4,9 @@ Two kernels, both compiled with ``@njit(cache=True)`` and both single-threaded (
 is across independent replications):
 
 - :func:`fcfs_multi` - the ``slot`` fidelity: FCFS M/G/c queues whose servers are KV slots
-  (MODEL.md section 3). One binary min-heap of slot free times per queue.
-- :func:`engine_run` - the ``engine`` fidelity: continuous batching per instance (MODEL.md
-  section 2) with chunked prefill, a KV block budget and preemption by recompute.
+  (docs/model.md §3). One binary min-heap of slot free times per queue.
+- :func:`engine_run` - the ``engine`` fidelity: continuous batching per instance (docs/model.md
+  §2) with chunked prefill, a KV block budget and preemption by recompute.
 
 Times are seconds, lengths tokens.
 """
@@ -308,7 +308,7 @@ def _macro_cut(j, ta, mac_m, mac_t0, mac_ctx0, n_run, inst_alloc, iter_end, w_s,
 def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_blocks,
                block_tokens, chunk_tokens, w_s, h_s, calib_tokens, seq_s, pf_s,
                macro=True):  # pragma: no cover
-    """Continuous batching per instance (the ``engine`` fidelity, MODEL.md section 2).
+    """Continuous batching per instance (the ``engine`` fidelity, docs/model.md §2).
 
     Per request (arrival order): ``arrival`` (s), ``alloc`` (allocation, ``-1`` = not
     served), ``lin`` prompt tokens as served, ``lout`` output tokens. Per allocation:

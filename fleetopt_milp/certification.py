@@ -1,8 +1,8 @@
 """Certification of plans by simulation, and verification of candidate plans.
 
 A plan is certified when, in a simulation that reached steady state, no pool's share of
-requests over the TTFT SLO is significantly above ``1 - percentile / 100`` (MODEL.md
-section 6: "no plan that the model calls feasible may miss its SLO in simulation").
+requests over the TTFT SLO is significantly above ``1 - percentile / 100`` (docs/model.md
+§6: "no plan that the model calls feasible may miss its SLO in simulation").
 :func:`verify_candidates` simulates candidate plans cheapest first and returns the first
 one certified (``fleetopt plan --verify``). The simulation itself is
 :func:`fleetopt_milp.simulator.simulate`.
@@ -61,7 +61,7 @@ class PoolVerdict:
 
 @dataclass(frozen=True)
 class Certification:
-    """Whether a plan meets its TTFT SLO in simulation (MODEL.md section 6).
+    """Whether a plan meets its TTFT SLO in simulation (docs/model.md §6).
 
     ``certified``: every pool passed, in a run that reached steady state for every pool.
     ``failing``: names of the pools that did not pass. ``inconclusive``: pools that passed

@@ -1,4 +1,4 @@
-"""Hardware and model catalogue, serving-instance profiles and the roofline (MODEL.md section 2).
+"""Hardware and model catalogue, serving-instance profiles and the roofline (docs/model.md §2).
 
 An *instance* is one model replica: ``tp`` GPUs of one type running one LLM with tensor
 parallelism. Its price is ``tp x usd_per_gpu_hour`` (the paper's simulator prices a TP-8
@@ -103,7 +103,7 @@ def _ceil_div(a, b: int):
 
 @dataclass(frozen=True)
 class GpuSpec:
-    """One GPU type (vendor data sheet). MODEL.md section 2: the roofline's hardware inputs.
+    """One GPU type (vendor data sheet). docs/model.md §2: the roofline's hardware inputs.
 
     ``hbm_gb``: memory of ONE GPU, GB. ``hbm_bandwidth_gb_per_s``: its peak bandwidth, GB/s.
     ``dense_fp16_tflops``: its peak dense FP16/BF16 tensor throughput, TFLOPS.
@@ -142,7 +142,7 @@ class GpuSpec:
 
 @dataclass(frozen=True)
 class LlmSpec:
-    """One LLM's architecture (Hugging Face config.json). MODEL.md section 2: model inputs.
+    """One LLM's architecture (Hugging Face config.json). docs/model.md §2: model inputs.
 
     ``params_b``: total parameters (billions; every expert of a MoE). ``active_params_b``:
     parameters used per token (billions). ``dtype_bytes``: bytes per weight and per KV
@@ -202,7 +202,7 @@ class LlmSpec:
     def kv_bytes_per_token(self) -> float:
         """KV-cache bytes per token: ``n_layers * n_kv_heads * head_dim * 2 * dtype_bytes``.
 
-        The 2 is K and V. Llama-3-70B fp16: 80 * 8 * 128 * 2 * 2 = 327,680 bytes (MODEL.md §2).
+        The 2 is K and V. Llama-3-70B fp16: 80 * 8 * 128 * 2 * 2 = 327,680 bytes (docs/model.md §2).
         """
         return float(self.n_layers * self.n_kv_heads * self.head_dim * 2 * self.dtype_bytes)
 
@@ -242,7 +242,7 @@ class LlmSpec:
 
 @dataclass(frozen=True)
 class Profile:
-    """One serving instance = one model replica on `tp` GPUs of one type (MODEL.md §2).
+    """One serving instance = one model replica on `tp` GPUs of one type (docs/model.md §2).
 
     ``w_ms`` (``W``), ``seq_ms`` (``s``) and ``h_ms`` (``H``) define ``t_iter(n, Lbar) = W +
     s n + H * n * Lbar / calib_tokens`` in ms (``s`` = one sequence's share of a decode
@@ -319,7 +319,7 @@ class Profile:
 
     @property
     def usd_per_instance_hour(self) -> float:
-        """Price of one instance, USD/h: ``tp * usd_per_gpu_hour`` (MODEL.md §2)."""
+        """Price of one instance, USD/h: ``tp * usd_per_gpu_hour`` (docs/model.md §2)."""
         return self.tp * self.usd_per_gpu_hour
 
     # -- capacity -------------------------------------------------------------------------
@@ -342,7 +342,7 @@ class Profile:
         """KV slots of one instance whose pool serves contexts up to ``context_tokens``.
 
         ``min(kv_blocks // ceil(C / block_tokens), max_slots * calib_tokens // C)`` with
-        integer division, as the paper's simulator (MODEL.md §2). paper-H100: 16 at 65,536,
+        integer division, as the paper's simulator (docs/model.md §2). paper-H100: 16 at 65,536,
         128 at 8,192, 256 at 4,096. Raises :class:`FleetOptError` when not even one
         sequence of ``C`` tokens fits.
         """
@@ -369,7 +369,7 @@ class Profile:
     # -- timing ---------------------------------------------------------------------------
 
     def iter_time_s(self, batch_size, mean_context_tokens):
-        """Iteration time ``(W + s n + H * n * Lbar / calib_tokens) / 1000`` in seconds (MODEL.md §2).
+        """Iteration time ``(W + s n + H * n * Lbar / calib_tokens) / 1000`` in seconds (docs/model.md §2).
 
         ``batch_size`` (``n``) and ``mean_context_tokens`` (``Lbar``) broadcast as numpy
         arrays; scalars in, float out.
@@ -395,7 +395,7 @@ class Profile:
     def prefill_s(self, input_tokens):
         """Prefill time ``ceil(L_in / chunk) * (t_iter(1, calib_tokens) + chunk compute)``, s.
 
-        One sequence at the unscaled ``H``, as in the paper's simulator (MODEL.md §2); the
+        One sequence at the unscaled ``H``, as in the paper's simulator (docs/model.md §2); the
         chunk compute is 0 except in calibrated profiles (docs/engine.md §1). Vectorised.
         """
         chunks = self.prefill_chunks(input_tokens)
@@ -406,7 +406,7 @@ class Profile:
         """Slot holding time ``(ceil(L_in / chunk) + L_out) * t_iter(slots(C), L_in + L_out)``, s.
 
         Evaluated at a full batch of ``slots(context_tokens)`` sequences (conservative,
-        MODEL.md §2). ``input_tokens`` and ``output_tokens`` broadcast; ``context_tokens``
+        docs/model.md §2). ``input_tokens`` and ``output_tokens`` broadcast; ``context_tokens``
         is the pool's window (one integer).
         """
         lin = np.asarray(input_tokens)
@@ -449,7 +449,7 @@ def ridge_chunk_tokens(gpu: GpuSpec, model: LlmSpec) -> int:
     (2 * active_params * hbm_bandwidth)`` (the roofline ridge: 295 tokens for H100 fp16,
     so 288; 153 -> 144 for A100). Below ``k*`` a chunked-prefill iteration costs about one
     decode iteration, as the prefill model ``ceil(L_in / chunk) * t_iter(1, C_cal)``
-    assumes (MODEL.md §2). Mixture-of-experts models get a larger chunk (total / active).
+    assumes (docs/model.md §2). Mixture-of-experts models get a larger chunk (total / active).
     """
     ridge = (
         gpu.dense_fp16_tflops
@@ -498,7 +498,7 @@ def roofline_profile(
     calib_tokens: int = 8192,
     name: str | None = None,
 ) -> Profile:
-    """Profile of ``model`` on ``tp`` x ``gpu`` from a memory-bandwidth roofline (MODEL.md §2).
+    """Profile of ``model`` on ``tp`` x ``gpu`` from a memory-bandwidth roofline (docs/model.md §2).
 
     With ``BW = tp * hbm_bandwidth * bandwidth_efficiency`` (bytes/s):
 
@@ -560,7 +560,7 @@ def roofline_profile(
         usd_per_gpu_hour=gpu.usd_per_gpu_hour,
         source="roofline",
         citation=(
-            f"memory-bandwidth roofline (MODEL.md section 2): {bandwidth_efficiency:.0%} of "
+            f"memory-bandwidth roofline (docs/model.md §2): {bandwidth_efficiency:.0%} of "
             f"{gpu.hbm_bandwidth_gb_per_s:g} GB/s per GPU, {memory_utilization:.0%} of HBM, "
             f"{per_layer_overhead_us:g} us per layer; price: {gpu.price_source}"
         ),

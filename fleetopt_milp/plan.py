@@ -3,7 +3,7 @@
 A plan is a list of pools. A pool serves a range of context lengths with one window
 (``context_tokens``) and is made of one or more *allocations*: ``instances`` replicas of
 one profile (an instance is a replica of ``tp`` GPUs), taking a share of the pool's
-requests. Each allocation is an M/G/c queue of its own (MODEL.md section 3); a pool with
+requests. Each allocation is an M/G/c queue of its own (docs/model.md §3); a pool with
 one allocation is the paper's pool.
 
 Prices: ``usd_per_hour`` is always for the whole allocation, pool or fleet
@@ -35,7 +35,7 @@ class Allocation:
     """``instances`` replicas of one profile inside a pool, taking ``load_share`` of its requests.
 
     ``usd_per_hour`` = instances x tp x usd_per_gpu_hour. ``slots_per_instance`` = KV slots
-    of one instance at the pool's window. Queue figures are analytical (MODEL.md section 3).
+    of one instance at the pool's window. Queue figures are analytical (docs/model.md §3).
     """
 
     profile: str

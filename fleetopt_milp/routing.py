@@ -1,6 +1,6 @@
 """The fleet router: which pool (and which allocation) serves each request.
 
-MODEL.md section 4 (pools, Compress-and-Route), the same rule as
+docs/model.md §4 (pools, Compress-and-Route), the same rule as
 :meth:`fleetopt_milp.demand.MomentTable.pools`:
 
 - ``K`` pools with ascending windows ``W_0 < ... < W_{K-1}`` (tokens); pool ``k`` serves
@@ -78,7 +78,7 @@ def _check(windows: np.ndarray, gammas: np.ndarray, p_c: float) -> None:
 
 def route(input_tokens, output_tokens, windows_tokens, gammas, compressible_share: float,
           rng: np.random.Generator) -> Routed:
-    """Route requests to pools by length with Compress-and-Route (MODEL.md section 4).
+    """Route requests to pools by length with Compress-and-Route (docs/model.md §4).
 
     ``input_tokens``/``output_tokens``: integer arrays ``(n,)``. ``windows_tokens``: ``K``
     ascending pool windows. ``gammas``: ``K - 1`` band ratios. ``compressible_share``:

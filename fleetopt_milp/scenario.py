@@ -1,7 +1,7 @@
 """The planning question: workload, profile, traffic, SLO and the search grids.
 
 A :class:`Scenario` is what the planner, the MILP and the simulator are asked about
-(MODEL.md sections 3-4); :func:`gamma_grid` and :func:`default_boundaries` are the candidate
+(docs/model.md §3-4); :func:`gamma_grid` and :func:`default_boundaries` are the candidate
 C&R band ratios and boundaries every search uses.
 """
 
@@ -25,15 +25,15 @@ BAND_END_TOL = 1e-9
 
 
 def band_end_tokens(boundary_tokens, gamma) -> np.ndarray:
-    """The end of the C&R band above boundary ``B``: ``floor(gamma B)`` tokens (MODEL.md
-    section 4), elementwise over broadcast arrays; int64. The one place this is computed."""
+    """The end of the C&R band above boundary ``B``: ``floor(gamma B)`` tokens (docs/model.md
+    §4), elementwise over broadcast arrays; int64. The one place this is computed."""
     b = np.asarray(boundary_tokens, dtype=float)
     return np.floor(b * np.asarray(gamma, dtype=float) + BAND_END_TOL).astype(np.int64)
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One planning question (MODEL.md sections 3-4).
+    """One planning question (docs/model.md §3-4).
 
     rate_rps: total arrival rate (requests/s, Poisson for planning).
     slo_ms / percentile: the TTFT SLO, e.g. P99 TTFT <= 500 ms.

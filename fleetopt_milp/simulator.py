@@ -1,6 +1,6 @@
 """Discrete-event simulation of a fleet plan.
 
-MODEL.md sections 2-4 define what is simulated; this module checks the analytical model
+docs/model.md §2-4 define what is simulated; this module checks the analytical model
 (section 3) against it. Plans are certified from its results by
 :mod:`fleetopt_milp.certification` (section 6: "no plan that the model calls feasible may
 miss its SLO in simulation"). It refuses fleets with no steady state to measure: requests
@@ -9,14 +9,14 @@ longer than the last window, or an allocation loaded to utilization >= 1.
 Fidelities
 ----------
 ``slot``
-    Each KV slot is a server (MODEL.md section 3): every allocation of a pool is an FCFS
+    Each KV slot is a server (docs/model.md §3): every allocation of a pool is an FCFS
     M/G/c queue with ``c = instances * slots(C)`` and service time
     ``S = profile.service_s(L_in, L_out, C)`` (``C`` = pool window; compressed requests use
     their trimmed input and ``L = B``). ``TTFT = wait + profile.prefill_s(L_in)`` plus the
     compression latency for compressed requests. The exact semantics of the model's queue,
     so it validates the queueing mathematics.
 ``engine``
-    Continuous batching per instance (MODEL.md section 2), see
+    Continuous batching per instance (docs/model.md §2), see
     :func:`fleetopt_milp._kernels.engine_run`: iteration time
     ``W + s n + P n_prefill + H sum_decode (kv + 1) / C_cal`` from the live batch
     (``s`` = the profile's per-sequence cost, 0 unless calibrated; a prefilling
@@ -169,8 +169,8 @@ def t_interval(samples, confidence: float = 0.95) -> Estimate:
 class AllocationSpec:
     """``instances`` replicas of ``profile`` in pool ``pool`` taking ``load_share`` of it.
 
-    ``max_batch``: engine batch cap per instance (``None`` = ``slots(C)``, MODEL.md
-    section 2).
+    ``max_batch``: engine batch cap per instance (``None`` = ``slots(C)``, docs/model.md
+    §2).
     """
 
     name: str
@@ -189,7 +189,7 @@ class FleetSpec:
     ``gammas``: one band ratio per boundary (``K - 1``). ``compressible_share``: ``p_c``.
     ``compression_latency_s``: added to the TTFT of compressed requests (s).
     ``slo_s``/``percentile``: the TTFT SLO (P``percentile`` TTFT <= ``slo_s``).
-    ``paper_compat``: lengths of trace workloads are re-split 80/20 (MODEL.md section 1).
+    ``paper_compat``: lengths of trace workloads are re-split 80/20 (docs/model.md §1).
     ``service_model``: the model whose analytical figures are printed beside the simulated
     ones (the plan's; ``"slot"`` or ``"engine"``, docs/engine.md).
     """
@@ -317,7 +317,7 @@ def fleet_from_plan(plan: Plan, catalog: Catalog | None = None,
 
 @dataclass(frozen=True)
 class Analytical:
-    """The model's figures for one allocation, pool or the fleet (MODEL.md section 3).
+    """The model's figures for one allocation, pool or the fleet (docs/model.md §3).
 
     utilization: ``a / c``. p99_ttft_ms: P99 of wait + prefill (the tail rule).
     ttft_at_percentile_ms: the same at the SLO's percentile. slo_miss_share: P(TTFT > SLO).

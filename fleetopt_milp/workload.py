@@ -87,7 +87,7 @@ def _frozen(values: Any, dtype: type, what: str) -> np.ndarray:
 def paper_split(total_tokens: Any) -> tuple[np.ndarray, np.ndarray]:
     """Split total lengths ``L`` (tokens) into ``(L_in, L_out)`` as the FleetOpt paper does.
 
-    MODEL.md section 1 (paper compatibility mode), identical to the paper's simulator
+    docs/model.md §1 (paper compatibility mode), identical to the paper's simulator
     (``fleet_sim.workload.synthetic.CdfWorkload.sample_request``)::
 
         L_in  = max(1, floor(0.8 L))
@@ -125,7 +125,7 @@ def _merge_classes(
 
 @dataclass(frozen=True, eq=False)
 class Trace:
-    """Requests in arrival order, for replay in the simulator (MODEL.md section 1, "Arrivals").
+    """Requests in arrival order, for replay in the simulator (docs/model.md §1, "Arrivals").
 
     Attributes:
         arrival_s: float64 arrival times in seconds since the first request, non-decreasing
@@ -221,7 +221,7 @@ class Trace:
 
 @dataclass(frozen=True, eq=False)
 class Workload:
-    """A joint distribution of (input, output) tokens as weighted classes (MODEL.md section 1).
+    """A joint distribution of (input, output) tokens as weighted classes (docs/model.md §1).
 
     Classes are sorted by total tokens ``input + output`` ascending (ties in any order);
     class ``i`` is a request with ``input_tokens[i]`` prompt tokens and ``output_tokens[i]``
@@ -416,7 +416,7 @@ class Workload:
         classes that become identical. ``kind`` and ``breakpoints_tokens`` are unchanged; the
         trace is dropped (its requests no longer match the classes).
 
-        This is the paper compatibility mode of MODEL.md section 1: it discards the real
+        This is the paper compatibility mode of docs/model.md §1: it discards the real
         input/output split of a trace (e.g. a 60K-token prompt then "produces" 12K tokens).
         """
         l_in, l_out = paper_split(self.total_tokens)
@@ -557,7 +557,7 @@ def workload_from_cdf(
 ) -> Workload:
     """A ``kind="cdf"`` workload from total-length CDF breakpoints ``[[x_k, F_k], ...]``.
 
-    MODEL.md section 1: ``x_k`` are strictly increasing token counts >= 1, ``F_k`` the
+    docs/model.md §1: ``x_k`` are strictly increasing token counts >= 1, ``F_k`` the
     non-decreasing share of requests with total ``L <= x_k``; the last ``F`` must be 1 (within
     :data:`CDF_LAST_FRACTION_TOLERANCE`, inside which the fractions are renormalised).
     The CDF is piecewise linear between breakpoints with ``F(0) = 0``, i.e. ``L`` is uniform
@@ -603,7 +603,7 @@ def workload_from_requests(
     """A ``kind="trace"`` workload from per-request lengths (tokens, each >= 1).
 
     Identical ``(input, output)`` pairs merge into one class weighted by its count / N; the
-    joint lengths are kept (MODEL.md section 1: real traces give the joint distribution). When
+    joint lengths are kept (docs/model.md §1: real traces give the joint distribution). When
     ``arrival_s`` (seconds, non-decreasing) is given, the requests are also kept as a
     :class:`Trace` in arrival order.
     """

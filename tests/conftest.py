@@ -20,7 +20,7 @@ def paper_h100(catalog):
 
 
 def brute_force_pools(workload, profile, windows, gammas, p_c, latency_s=0.0):
-    """Route every class by MODEL.md section 4 and return per-pool dicts of
+    """Route every class by docs/model.md §4 and return per-pool dicts of
     mass, E[S], E[S^2] and the TTFT floor distribution {floor_s: share of all requests}."""
     pools = [dict(mass=0.0, s1=0.0, s2=0.0, floors={}) for _ in windows]
 

@@ -1,4 +1,4 @@
-"""Exact pool moments from prefix sums equal a class-by-class computation (MODEL.md 3-4)."""
+"""Exact pool moments from prefix sums equal a class-by-class computation (docs/model.md §3-4)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Catalogue, profiles and roofline (MODEL.md section 2), checked on hand-computed figures."""
+"""Catalogue, profiles and roofline (docs/model.md §2), checked on hand-computed figures."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def test_roofline_llama70b_8xh100(cat):
     assert p.chunk_tokens == ridge_chunk_tokens(gpu, m) == 288  # 989 / 3.35 = 295 -> 288
     assert p.slots(8192) == min(p.kv_blocks // 512, 256)
     w_floor, h_floor = roofline_floor_ms(p, gpu, m)
-    assert w_floor == pytest.approx(5.27, abs=0.01)  # MODEL.md: "W >= 5.2 ms"
+    assert w_floor == pytest.approx(5.27, abs=0.01)  # docs/model.md §2: W >= 5.2 ms
     assert h_floor == pytest.approx(0.100, abs=0.001)
     assert profile_warnings(p, cat) == []
 

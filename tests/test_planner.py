@@ -1,4 +1,4 @@
-"""The analytical planner: brute-force agreement, invariants, baselines, errors (MODEL.md 3-5)."""
+"""The analytical planner: brute-force agreement, invariants, baselines, errors (docs/model.md §3-5)."""
 
 from dataclasses import replace
 
@@ -54,7 +54,7 @@ def test_plan_equals_exhaustive_search(small_trace, paper_h100):
 
 
 def test_paper_homogeneous_counts_from_exact_moments(paper_h100):
-    # MODEL.md section 5: exact moments give about 145 (Azure) and 63 (LMSYS) instances.
+    # docs/model.md §5: exact moments give about 145 (Azure) and 63 (LMSYS) instances.
     for name, expect in (("azure-2023-cdf", 145), ("lmsys", 63)):
         sc = Scenario(load_workload(name), paper_h100, 1000.0, 500.0, paper_compat=True)
         assert plan(sc).baselines["homogeneous"].instances == expect

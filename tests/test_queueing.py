@@ -1,4 +1,4 @@
-"""Erlang C, the M/G/c wait tail and minimum instances (MODEL.md section 3)."""
+"""Erlang C, the M/G/c wait tail and minimum instances (docs/model.md §3)."""
 
 from fractions import Fraction
 from math import exp, factorial, log
@@ -54,7 +54,7 @@ def test_erlang_b_recursion_at_a_million_servers():
 
 
 def test_naive_formula_overflow_region_is_finite():
-    # a^c / c! overflows at a = 200, c = 230 (SOLVER_NOTES.md); the log form does not.
+    # a^c / c! overflows at a = 200, c = 230 (docs/solver.md); the log form does not.
     val = erlang_c(230, 200.0)
     assert 0 < val < 1
     assert erlang_c(np.array([230, 1000, 10**6]), np.array([200.0, 900.0, 9.9e5])).shape == (3,)

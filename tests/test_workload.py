@@ -1,4 +1,4 @@
-"""Tests for fleetopt_milp.workload (MODEL.md section 1) against the shipped data files."""
+"""Tests for fleetopt_milp.workload (docs/model.md §1) against the shipped data files."""
 
 from __future__ import annotations
 
