@@ -106,6 +106,9 @@ class SweepSpec:
     compression_latency_ms: float = 0.0
     paper_compat: bool = False
     catalog: tuple[str, ...] = ()
+    service_model: str = "slot"
+    tpot_ms: float | None = None
+    tpot_percentile: float = 99.0
 
     @property
     def n_scenarios(self) -> int:
@@ -125,7 +128,8 @@ class SweepSpec:
         return "|".join(str(v) for v in (
             p.workload, p.gpu, self.model, self.tp, p.long_context_tokens, p.rate_rps,
             p.slo_ms, self.percentile, p.compressible_share, self.gamma_max, self.rho_max,
-            self.compression_latency_ms, self.paper_compat))
+            self.compression_latency_ms, self.paper_compat, self.service_model, self.tpot_ms,
+            self.tpot_percentile))
 
     def scenario(self, p: ScenarioPoint):
         """The :class:`~fleetopt_milp.scenario.Scenario` of a point (workload and profile
@@ -137,7 +141,8 @@ class SweepSpec:
             percentile=self.percentile, long_context_tokens=p.long_context_tokens,
             gamma_max=self.gamma_max, compressible_share=p.compressible_share,
             rho_max=self.rho_max, compression_latency_ms=self.compression_latency_ms,
-            paper_compat=self.paper_compat)
+            paper_compat=self.paper_compat, service_model=self.service_model,
+            tpot_ms=self.tpot_ms, tpot_percentile=self.tpot_percentile)
 
     def validate(self) -> None:
         """Every scenario is a valid question (one-line :class:`FleetOptError` otherwise)."""
@@ -213,7 +218,7 @@ def _tables(scenario):
 
     key = (scenario.workload.name, scenario.workload.source, scenario.profile,
            scenario.long_context_tokens, scenario.gamma_max, scenario.compression_latency_ms,
-           scenario.paper_compat)
+           scenario.paper_compat, scenario.service_model)
     if key not in _TABLES:
         if len(_TABLES) >= 4:
             _TABLES.clear()

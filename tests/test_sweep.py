@@ -192,3 +192,17 @@ def test_infeasible_scenarios_are_rows_and_bad_chunks_are_errors(tmp_path):
     assert df.loc[500.0, "status"] == "ok" and np.isfinite(df.loc[500.0, "usd_per_hour"])
     with pytest.raises(FleetOptError, match="chunk_size=0"):
         run_sweep(spec, tmp_path / "t.csv", chunk_size=0)
+
+
+def test_the_service_model_reaches_every_scenario_and_its_key():
+    from fleetopt_milp.sweep import SweepSpec
+
+    common = dict(workloads=("lmsys",), gpus=("paper-H100",), long_contexts_tokens=(65536,),
+                  rates_rps=(200.0,), slos_ms=(500.0,), compressible_shares=(0.75,))
+    slot, engine = SweepSpec(**common), SweepSpec(**common, service_model="engine")
+    point = slot.points(slot.groups()[0])[0]
+    assert slot.scenario(point).service_model == "slot"
+    assert engine.scenario(point).service_model == "engine"
+    assert slot.key(point) != engine.key(point)  # a resumed sweep never mixes the two
+    want = plan(engine.scenario(point))
+    assert want.service_model == "engine" and want.pools[-1].mean_tpot_ms is not None

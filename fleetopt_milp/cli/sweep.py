@@ -16,7 +16,11 @@ from . import (
     PaperOpt,
     PercentileOpt,
     RhoOpt,
+    ServiceModelOpt,
     TpOpt,
+    TpotOpt,
+    TpotPctOpt,
+    _service_model,
     app,
     console,
 )
@@ -43,6 +47,9 @@ def sweep(
     rho_max: float = RhoOpt,
     compression_ms: float = CompMsOpt,
     paper_compat: bool = PaperOpt,
+    service_model: str | None = ServiceModelOpt,
+    tpot_ms: float | None = TpotOpt,
+    tpot_percentile: float = TpotPctOpt,
     catalog: list[Path] = CatalogOpt,
     workers: int | None = typer.Option(None, "--workers",
                                        help="Local worker processes (default: all cores)"),
@@ -72,7 +79,9 @@ def sweep(
         compressible_shares=parse_values(compressible, float, "--compressible"),
         model=model, tp=tp, percentile=percentile, gamma_max=gamma_max, rho_max=rho_max,
         compression_latency_ms=compression_ms, paper_compat=paper_compat,
-        catalog=tuple(str(Path(c).expanduser().resolve()) for c in catalog))
+        catalog=tuple(str(Path(c).expanduser().resolve()) for c in catalog),
+        service_model=_service_model(service_model, paper_compat), tpot_ms=tpot_ms,
+        tpot_percentile=tpot_percentile)
     n_workers = (os.cpu_count() or 1) if workers is None else workers
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeRemainingColumn(), console=console.get(),
