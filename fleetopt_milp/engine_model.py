@@ -309,8 +309,14 @@ class EnginePoolLoad(PoolLoad):
         idx = np.asarray(idx)
         if self.tpot_slo_s is None:
             return np.zeros(idx.shape, dtype=bool)
-        ea = np.maximum(self.mean_iterations[idx], 1e-300)
-        return self.w_s[idx] + self.step_cost_s[idx] / ea > self.tpot_slo_s
+        return self.alone_tpot_s(idx) > self.tpot_slo_s
+
+    def alone_tpot_s(self, idx) -> np.ndarray:
+        """TPOT of a sequence decoding alone (a batch of one): ``W + g_bar``, seconds; no
+        size of the pool gives a lower TPOT."""
+        idx = np.asarray(idx)
+        return self.w_s[idx] + self.step_cost_s[idx] / np.maximum(self.mean_iterations[idx],
+                                                                  1e-300)
 
     def queue(self, i: int, instances: int, share: float = 1.0) -> EngineQueue:
         src = self.scaled(share) if share != 1.0 else self

@@ -293,7 +293,7 @@ def _baselines(found: _Search) -> dict[str, FleetSummary]:
     fault = "" if h_ok else _prefill_fault(tables, found.load, found.h_row, "homogeneous")
     if not h_ok and found.order.size == 0 and s.tpot_ms is not None:
         ld, r = found.load, found.h_row
-        alone_ms = float(ld.w_s[r] + ld.step_cost_s[r] / ld.mean_iterations[r]) * 1e3
+        alone_ms = float(ld.alone_tpot_s(r)) * 1e3
         if alone_ms > s.tpot_ms:
             raise InfeasibleError(
                 f"no fleet meets the TPOT SLO: a decode step of one sequence takes "

@@ -113,6 +113,24 @@ def test_matches_brute_force_and_pruning_keeps_the_optimum(tpot_ms):
     assert pruned.solver["pruning"]["certified"]
 
 
+@pytest.mark.parametrize("tpot_ms", [None, 45.0])
+def test_the_engine_fluid_bound_never_exceeds_the_exact_count(tpot_ms):
+    """The bound that prunes arcs before they are sized (docs/milp.md §6) is a lower bound
+    on every arc's exact count on every type: it can never prune the optimum."""
+    from fleetopt_milp.milp.arcs import Sizes, candidate_graph, fluid_counts, size_arcs
+
+    pb = _bf_problem(tpot_ms)
+    pb = replace(pb, scenario=replace(pb.scenario, rate_rps=2000.0)).validated()
+    graph = candidate_graph(pb)
+    arcs = np.arange(graph.u.size)
+    bound = np.ceil(fluid_counts(pb, graph, arcs) - 1e-9)
+    exact = size_arcs(pb, graph, Sizes.none(arcs.size, len(pb.types)), arcs).counts
+    served = exact >= 1
+    assert served.sum() > 20
+    assert np.all(bound[served] <= exact[served])
+    assert np.median(bound[served] / exact[served]) > 0.05  # a bound that prunes
+
+
 # -- the TPOT SLO and mixing ---------------------------------------------------------------
 
 def test_a_tpot_slo_never_makes_a_fleet_cheaper():
@@ -162,6 +180,7 @@ def test_solve_cli_engine_by_default_records_and_replays_the_tpot_slo(tmp_path):
     (("--service-model", "slot", "--tpot-ms", "40"), "--service-model engine"),
     (("--gpus", "H100,A100", "--model", "Llama-3-70B", "--mix", "full"), "--mix none"),
     (("--service-model", "fast"), "--service-model fast"),
+    (("--tpot-ms", "5"), "--tpot-ms 5"),
 ])
 def test_solve_cli_errors_are_one_line(args, needle):
     fleetopt("solve", *args).one_line_error(needle)

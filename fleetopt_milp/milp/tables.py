@@ -217,12 +217,22 @@ class Selection:
         return np.searchsorted(self.kept, list(self.warm.arcs)).astype(np.int64)
 
 
+def _infeasible(problem: FleetProblem, graph: CandidateGraph, sizes: Sizes):
+    """The error for a question no fleet answers (:func:`~.diagnose.slo_infeasible`), given
+    the sized one-pool fleet's load on each type under a load-dependent service model."""
+    whole = np.flatnonzero((graph.u == 0) & (graph.v == graph.sink))
+    return slo_infeasible(problem, [
+        (p, ld.of(whole)) for p, ld, ok in zip(problem.types, sizes.loads,
+                                              graph.serve[whole[0]], strict=True)
+        if ok and ld is not None and ld.load.load_dependent])
+
+
 def _outer_stage(problem: FleetProblem, graph: CandidateGraph) -> tuple[Sizes, Fleet]:
     """Exact sizes of the one- and two-pool arcs; the cheapest two-pool fleet on them."""
     outer = np.flatnonzero(graph.outer)
     sizes = size_arcs(problem, graph, Sizes.none(graph.u.size, len(problem.types)), outer)
     if not np.any(sizes.counts[graph.v == graph.sink] >= 0):
-        raise slo_infeasible(problem)
+        raise _infeasible(problem, graph, sizes)
     n = redundancy_floor(sizes.counts, sizes.mass, int(problem.min_instances_per_pool))
     return sizes, two_pool_fleet(problem, graph.n_nodes, graph.u, graph.v, n)
 
@@ -314,7 +324,7 @@ def _exact_stage(problem: FleetProblem, graph: CandidateGraph, sizes: Sizes,
                               int(problem.min_instances_per_pool))
     solo_cost = np.where(n_kept >= 0, n_kept * problem.price_usd_per_instance_hour, np.inf)
     if not best_path(graph.n_nodes, u, v, solo_cost.min(axis=1), K)[1]:
-        raise slo_infeasible(problem)
+        raise _infeasible(problem, graph, sizes)
     found = feasible_path(problem, graph.n_nodes, u, v, n_kept, None).on(kept)
     if found.better_than(warm):
         warm = found
