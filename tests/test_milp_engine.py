@@ -174,6 +174,15 @@ def test_solve_cli_engine_by_default_records_and_replays_the_tpot_slo(tmp_path):
     assert json.loads(again.read_text())["usd_per_hour"] == d["usd_per_hour"]
     slot = fleetopt("solve", "--rate", 500, "--service-model", "slot", "--json", again)
     assert slot.code == 0 and json.loads(again.read_text())["service_model"] == "slot"
+    # A solve file from before service models were recorded replays with the slot model.
+    old = json.loads(again.read_text())
+    del old["inputs"]["options"]["service_model"]
+    for key in ("tpot_ms", "tpot_percentile"):
+        del old["inputs"]["traffic"][key]
+    out.write_text(json.dumps(old))
+    assert fleetopt("solve", "--from", out, "--json", again).code == 0
+    replay = json.loads(again.read_text())
+    assert replay["service_model"] == "slot" and replay["usd_per_hour"] == old["usd_per_hour"]
 
 
 @pytest.mark.parametrize("args,needle", [
