@@ -45,7 +45,8 @@ from .queueing import Queue
 from .service import EMPTY_MASS, register_service_model
 
 __all__ = ["OperatingPoint", "operating_point", "EnginePoolLoad", "EngineQueue",
-           "EngineServiceModel", "ENGINE", "TpotFigures", "tpot_figures", "tpot_tail"]
+           "EngineServiceModel", "ENGINE", "TpotFigures", "tpot_figures", "tpot_tail",
+           "pool_tpot_fields"]
 
 
 @dataclass(frozen=True)
@@ -308,8 +309,14 @@ class EnginePoolLoad(PoolLoad):
         idx = np.asarray(idx)
         if self.tpot_slo_s is None:
             return np.zeros(idx.shape, dtype=bool)
-        ea = np.maximum(self.mean_iterations[idx], 1e-300)
-        return self.w_s[idx] + self.step_cost_s[idx] / ea > self.tpot_slo_s
+        return self.alone_tpot_s(idx) > self.tpot_slo_s
+
+    def alone_tpot_s(self, idx) -> np.ndarray:
+        """TPOT of a sequence decoding alone (a batch of one): ``W + g_bar``, seconds; no
+        size of the pool gives a lower TPOT."""
+        idx = np.asarray(idx)
+        return self.w_s[idx] + self.step_cost_s[idx] / np.maximum(self.mean_iterations[idx],
+                                                                  1e-300)
 
     def queue(self, i: int, instances: int, share: float = 1.0) -> EngineQueue:
         src = self.scaled(share) if share != 1.0 else self
@@ -419,3 +426,25 @@ def tpot_figures(queues: list[EngineQueue], shares: list[float], percentile: flo
     miss = 0.0 if tpot_slo_ms is None else float(np.sum(p[v > tpot_slo_ms * 1e-3 + 1e-15]))
     return TpotFigures(mean, quantile(0.5), quantile(0.9), quantile(0.99),
                        quantile(percentile / 100.0), miss)
+
+
+def pool_tpot_fields(queues, shares, percentile: float = 99.0,
+                     tpot_slo_ms: float | None = None) -> dict[str, float]:
+    """The engine figures of a plan's pool (:class:`~fleetopt_milp.plan.PoolPlan`'s
+    ``mean_tpot_ms``, ``tpot_ms`` at ``percentile`` and ``mean_batch``, the mean batch per
+    instance) from its allocations' queues and traffic shares; empty unless they are
+    :class:`EngineQueue` s with traffic (docs/engine.md §2). Shared by the planner and the
+    MILP."""
+    live = [(q, float(x)) for q, x in zip(queues, shares, strict=True)
+            if isinstance(q, EngineQueue) and x > 0 and q.servers > 0]
+    if not live:
+        return {}
+    total = sum(x for _, x in live)
+    tf = tpot_figures([q for q, _ in live], [x / total for _, x in live], percentile,
+                      tpot_slo_ms)
+    if len(live) == 1:
+        batch = live[0][0].mean_batch
+    else:  # instances of each allocation: its batch slots over its batch cap
+        n = [q.servers / q.batch_cap for q, _ in live]
+        batch = sum(k * q.mean_batch for k, (q, _) in zip(n, live, strict=True)) / sum(n)
+    return dict(mean_tpot_ms=tf.mean_ms, tpot_ms=tf.at_percentile_ms, mean_batch=batch)

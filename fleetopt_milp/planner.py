@@ -24,7 +24,7 @@ from .plan import Allocation, FleetSummary, Plan, PoolPlan
 from .poolload import PoolLoad
 from .queueing import load_compiled_kernels, pool_figures
 from .scenario import Scenario, band_end_tokens, default_boundaries, gamma_grid
-from .service import service_model
+from .service import scenario_pool_load
 from .sizing import min_instances
 
 __all__ = ["plan", "candidate_plans",
@@ -139,10 +139,8 @@ def _size_rows(tables: PlanningTables, rows: _RowParts) -> tuple[PoolLoad, np.nd
     """The load of every row under the scenario's service model (docs/model.md §2-4) and
     its minimum instances, in one sizing call (``-1``: no size meets the SLO)."""
     s = tables.scenario
-    load = service_model(s.service_model).pool_load(
-        rows.moments(s.compressible_share), tables.table, rows.window_tokens, s.rate_rps)
-    if s.tpot_ms is not None:  # the engine model's own SLO (docs/engine.md §2)
-        load = load.with_tpot_slo(s.tpot_ms * 1e-3, s.tpot_percentile)
+    load = scenario_pool_load(s, rows.moments(s.compressible_share), tables.table,
+                              rows.window_tokens)
     counts = min_instances(load, s.slo_ms * 1e-3, s.percentile, s.rho_max,
                            paper_rule=s.paper_compat)
     return load, counts
@@ -183,11 +181,9 @@ def _build_pools(tables: PlanningTables, load: PoolLoad, rows: tuple[int, ...],
         fig = pool_figures(queue, s.slo_ms * 1e-3, s.percentile, s.paper_compat)
         tpot = {}
         if load.load_dependent and n > 0:  # the engine model's TPOT (docs/engine.md §2)
-            from .engine_model import tpot_figures
+            from .engine_model import pool_tpot_fields
 
-            tf = tpot_figures([queue], [1.0], s.tpot_percentile, s.tpot_ms)
-            tpot = dict(mean_tpot_ms=tf.mean_ms, tpot_ms=tf.at_percentile_ms,
-                        mean_batch=queue.mean_batch)
+            tpot = pool_tpot_fields([queue], [1.0], s.tpot_percentile, s.tpot_ms)
         rate = float(load.rate_rps[r])
         alloc = Allocation(
             profile=prof.name, gpu=prof.gpu, model=prof.model, tp=prof.tp, instances=n,
@@ -297,7 +293,7 @@ def _baselines(found: _Search) -> dict[str, FleetSummary]:
     fault = "" if h_ok else _prefill_fault(tables, found.load, found.h_row, "homogeneous")
     if not h_ok and found.order.size == 0 and s.tpot_ms is not None:
         ld, r = found.load, found.h_row
-        alone_ms = float(ld.w_s[r] + ld.step_cost_s[r] / ld.mean_iterations[r]) * 1e3
+        alone_ms = float(ld.alone_tpot_s(r)) * 1e3
         if alone_ms > s.tpot_ms:
             raise InfeasibleError(
                 f"no fleet meets the TPOT SLO: a decode step of one sequence takes "

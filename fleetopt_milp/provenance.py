@@ -237,11 +237,11 @@ class PlanInputs:
                   compressible=o.compressible_share, rho_max=o.rho_max,
                   compression_ms=o.compression_latency_ms, paper_compat=o.paper_compat,
                   catalog=[Path(c) for c in self.catalog])
+        kw.update(service_model=o.service_model, tpot_ms=t.tpot_ms,
+                  tpot_percentile=t.tpot_percentile)
         if self.command == "plan":
             v = self.verify
-            kw.update(service_model=o.service_model, tpot_ms=t.tpot_ms,
-                      tpot_percentile=t.tpot_percentile,
-                      peak_factor=t.peak_factor, peak_window_s=t.peak_window_s, verify=v.verify,
+            kw.update(peak_factor=t.peak_factor, peak_window_s=t.peak_window_s, verify=v.verify,
                       verify_candidates=v.candidates, verify_requests=v.requests,
                       verify_fidelity=v.fidelity, seed=v.seed)
         else:
@@ -331,7 +331,9 @@ def record_inputs(command: str, args: dict[str, Any], profiles, plan) -> PlanInp
             ",".join(absolute_if_file(g) for g in requested) if a.get("gpus") else None,
             int(a["pools"]), tuple(a["max_gpus"]), a["max_total_gpus"], a["budget"],
             str(a["objective"]), a["time_limit_s"], int(a["min_instances"]), str(a["mix"]))
-        traffic = Traffic(float(a["rate"]), float(a["slo_ms"]), float(a["percentile"]))
+        traffic = Traffic(float(a["rate"]), float(a["slo_ms"]), float(a["percentile"]),
+                          tpot_ms=a.get("tpot_ms"),
+                          tpot_percentile=float(a.get("tpot_percentile", 99.0)))
     return PlanInputs(
         command=command, package_version=__version__,
         workload=WorkloadInput.record(str(a["workload"]), plan.workload), traffic=traffic,

@@ -72,7 +72,7 @@ from .poolload import PoolLoad
 from .queueing import compiled_kernels
 
 __all__ = ["ServiceModel", "SlotServiceModel", "SLOT", "service_model",
-           "register_service_model", "service_model_names"]
+           "register_service_model", "service_model_names", "scenario_pool_load"]
 
 #: Pools with less than this share of all requests carry no traffic.
 EMPTY_MASS = 1e-15
@@ -155,3 +155,16 @@ def service_model(name: str) -> ServiceModel:
     except KeyError:
         raise FleetOptError(f"service_model={name!r}: unknown; use one of "
                             f"{', '.join(service_model_names())}") from None
+
+
+def scenario_pool_load(scenario, moments: Moments, table: MomentTable, window_tokens
+                       ) -> PoolLoad:
+    """The load of pools with these moments under ``scenario``'s service model, at its
+    arrival rate, sized to its TPOT SLO as well when it has one (the engine model's own
+    SLO, docs/engine.md §2). The one place the planner and the MILP turn demand into the
+    load they size."""
+    load = service_model(scenario.service_model).pool_load(moments, table, window_tokens,
+                                                           scenario.rate_rps)
+    if scenario.tpot_ms is not None:
+        load = load.with_tpot_slo(scenario.tpot_ms * 1e-3, scenario.tpot_percentile)
+    return load

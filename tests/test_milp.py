@@ -410,13 +410,6 @@ def test_bad_fields_get_one_line_errors_naming_field_and_option(fields, message)
     assert "\n" not in str(err.value)
 
 
-def test_the_milp_refuses_service_models_it_was_not_derived_for():
-    pb = _azure(grid="small")
-    other = replace(pb, scenario=replace(pb.scenario, service_model="engine"))
-    with pytest.raises(FleetOptError, match="service_model='engine'.*slot"):
-        other.validated()
-
-
 @pytest.mark.parametrize("limit", [float("nan"), -1.0, 0.0, float("inf"), "10"])
 def test_time_limit_must_be_a_positive_finite_number(limit):
     with pytest.raises(FleetOptError, match=r"time_limit_s=.*--time-limit-s"):

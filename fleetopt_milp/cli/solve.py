@@ -22,8 +22,11 @@ from . import (
     PercentileOpt,
     RateOpt,
     RhoOpt,
+    ServiceModelOpt,
     SloOpt,
     TpOpt,
+    TpotOpt,
+    TpotPctOpt,
     WorkloadOpt,
     _scenario,
     app,
@@ -72,6 +75,9 @@ def solve(
     compression_ms: float = CompMsOpt,
     paper_compat: bool = PaperOpt,
     catalog: list[Path] = CatalogOpt,
+    service_model: str | None = ServiceModelOpt,
+    tpot_ms: float | None = TpotOpt,
+    tpot_percentile: float = TpotPctOpt,
     pools: int = typer.Option(2, "--pools", help="Largest number of pools K (1-4)"),
     max_gpus: list[str] = typer.Option(
         [], "--max-gpus", help="Availability cap TYPE=N GPUs (repeatable)"),
@@ -89,7 +95,8 @@ def solve(
     mix: str = typer.Option(
         "auto", "--mix", help="How a pool may split its load between GPU types: full "
         "(any split), filler (a main type plus up to 4 instances of another), none, or "
-        "auto (full with --max-gpus/--max-total-gpus, else filler)"),
+        "auto (full with --max-gpus/--max-total-gpus, else filler; none with the engine "
+        "model, which models one type per pool)"),
     from_plan: Path | None = FromOpt,
     json_path: Path | None = JsonOpt,
 ):
@@ -119,7 +126,7 @@ def solve(
         raise FleetOptError("--gpus: give at least one GPU type, e.g. --gpus H100,A100")
     sc, warnings, cat = _scenario(workload, rate, slo_ms, percentile, names[0], model, tp,
                              long_context, gamma_max, compressible, rho_max, compression_ms,
-                             paper_compat, catalog, "slot",  # the MILP sizes with slots
+                             paper_compat, catalog, service_model, tpot_ms, tpot_percentile,
                              validate=False)
     profiles = [sc.profile] + [resolve_profile(cat, n, model, tp) for n in names[1:]]
     for p in profiles[1:]:

@@ -22,7 +22,7 @@ from ..demand import Moments, MomentTable
 from ..errors import FleetOptError
 from ..poolload import PoolLoad
 from ..scenario import band_end_tokens, default_boundaries, gamma_grid
-from ..service import service_model
+from ..service import scenario_pool_load
 from ..sizing import min_instances
 from ..workload import Workload
 from .capacity import TypeLoads, capacity_share
@@ -244,7 +244,7 @@ def arc_loads(problem: FleetProblem, table: MomentTable, node_tokens, node_gamma
             b = np.where(into, hi, bnd[0])
             g = np.where(into, node_gamma[v], 1.0)
             m = m + table.band_compressed(b, g).scaled(pc)
-    return service_model(s.service_model).pool_load(m, table, hi, s.rate_rps), m
+    return scenario_pool_load(s, m, table, hi), m
 
 
 def fluid_counts(problem: FleetProblem, graph: CandidateGraph, idx: np.ndarray) -> np.ndarray:
@@ -254,6 +254,11 @@ def fluid_counts(problem: FleetProblem, graph: CandidateGraph, idx: np.ndarray) 
     *all* requests of the band. Every exact count is at least ``ceil`` of it (docs/milp.md
     §6); inf where ``t`` cannot serve."""
     s = problem.scenario
+    if s.service_model == "engine":
+        return _engine_fluid_counts(problem, graph, idx)
+    if s.service_model != "slot":
+        raise FleetOptError(f"service_model={s.service_model!r}: the MILP has lower bounds "
+                            "for the slot and engine service models only (docs/milp.md §6)")
     wl = graph.workload
     node_tokens, node_gamma = graph.node_tokens, graph.node_gamma
     u, v, serve = graph.u[idx], graph.v[idx], graph.serve[idx]
@@ -287,6 +292,48 @@ def fluid_counts(problem: FleetProblem, graph: CandidateGraph, idx: np.ndarray) 
             s1[into] += pc * np.asarray(bc.s1)[inv]
         s1 = np.maximum(s1, 0.0)
         out[:, t] = np.where(ok, s.rate_rps * s1 / (slots * s.rho_max), np.inf)
+    return out
+
+
+def _engine_fluid_counts(problem: FleetProblem, graph: CandidateGraph, idx: np.ndarray
+                         ) -> np.ndarray:
+    """``(a, t)`` lower bounds on the instances of arcs ``idx`` under the engine service
+    model (docs/engine.md §2, docs/milp.md §6); inf where ``t`` cannot serve.
+
+    An instance at rate ``lambda_i = lambda / n`` runs steps of ``tau = W / (1 - lambda_i
+    E[g])`` with a batch ``b = lambda_i E[a] tau``; the sizing needs ``b <= rho_max cap``
+    with ``cap <= slots(C)``, which is ``n >= lambda (E[a] W / (rho_max slots) + E[g])``.
+    ``lambda E[a]`` and ``lambda E[g]`` are sums over the pool's requests of non-negative
+    per-request terms, bounded below as in :func:`fluid_counts`: the band compressed down
+    out of the pool is bounded by all requests of the band. TTFT and TPOT SLOs only add
+    instances, so every exact count is at least ``ceil`` of this bound.
+    """
+    s = problem.scenario
+    pc = s.compressible_share
+    u, v = graph.u[idx], graph.v[idx]
+    tok, gam = graph.node_tokens, graph.node_gamma
+    out = np.full((u.size, len(problem.types)), np.inf)
+    for t, prof in enumerate(problem.types):
+        rows = np.flatnonzero(graph.serve[idx, t])
+        if not rows.size:
+            continue
+        table = graph.tables[t]
+        uu, vv = u[rows], v[rows]
+        lo, hi = tok[uu], tok[vv]
+        m = table.plain(lo, hi, hi)
+        if pc > 0:
+            end = np.where((uu != 0) & (gam[uu] > 1.0), band_end_tokens(lo, gam[uu]), lo)
+            m = m - table.plain(lo, np.minimum(end, hi), hi).scaled(pc)
+        iters = np.asarray(m.iters, float)
+        cost = np.asarray(m.step_cost_s, float)
+        into = np.flatnonzero((vv != graph.sink) & (gam[vv] > 1.0)) if pc > 0 else []
+        if len(into):
+            bc = table.band_compressed(hi[into], gam[vv[into]])
+            iters[into] += pc * np.asarray(bc.iters, float)
+            cost[into] += pc * np.asarray(bc.step_cost_s, float)
+        slots = np.maximum(table.slots(hi).astype(float), 1.0)
+        per = iters * prof.w_ms * 1e-3 / (s.rho_max * slots) + cost
+        out[rows, t] = s.rate_rps * np.maximum(per, 0.0)
     return out
 
 

@@ -21,10 +21,21 @@ from .problem import FleetProblem
 __all__ = ["slo_infeasible", "diagnose"]
 
 
-def slo_infeasible(problem: FleetProblem) -> InfeasibleError:
+def slo_infeasible(problem: FleetProblem, whole_pool_loads=()) -> InfeasibleError:
     """No pool holding the longest requests meets the SLO on any type: prefill alone of the
-    longest inputs takes longer than the SLO (docs/model.md §3)."""
+    longest inputs takes longer than the SLO (docs/model.md §3); or, under a TPOT SLO, a
+    sequence decoding alone in a pool of all requests is slower than it on every type
+    (docs/engine.md §2). ``whole_pool_loads``: ``(profile, load)`` of the one-pool fleet
+    on each type that can hold it."""
     s = problem.scenario
+    if s.tpot_ms is not None and whole_pool_loads:
+        alone = {p.name: float(ld.alone_tpot_s(0)) * 1e3 for p, ld in whole_pool_loads}
+        name = min(alone, key=alone.get)
+        if alone[name] > s.tpot_ms:
+            return InfeasibleError(
+                f"no fleet meets the TPOT SLO: a decode step of one sequence takes "
+                f"{alone[name]:.1f} ms even on {name}, above --tpot-ms {s.tpot_ms:g}; relax "
+                "--tpot-ms or add a faster GPU type", binding="tpot")
     workload = problem.workload
     slo = s.slo_ms * 1e-3
     best, where = -1, ""

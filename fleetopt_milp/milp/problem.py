@@ -59,7 +59,8 @@ class FleetProblem:
         continuous shares, capacity levels), ``"filler"`` (a main type plus a few instances
         of one other type, one binary per pool), ``"none"`` (one type per pool) or
         ``"auto"`` (``"full"`` when availability or total-GPU caps couple the pools, else
-        ``"filler"``); docs/milp.md §4.
+        ``"filler"``; ``"none"`` under a service model other than slot, for which mixed
+        pools are not modelled); docs/milp.md §4.
     """
 
     scenario: Scenario
@@ -118,12 +119,12 @@ class FleetProblem:
                 f"(largest: {best.max_context_tokens} on {best.name}); lower --long-context "
                 "or add a GPU with more memory to --gpus")
         replace(self.scenario, profile=able[0]).validated()
-        if self.scenario.service_model != "slot":
+        if (self.scenario.service_model != "slot" and len(types) > 1
+                and self.mixing in ("full", "filler")):
             raise FleetOptError(
-                f"service_model={self.scenario.service_model!r}: the MILP sizes pools with "
-                "the slot service model only (its fluid bound and capacity levels are "
-                "derived for it, docs/milp.md §3-4); use service_model='slot' "
-                "(--service-model slot)")
+                f"mixing={self.mixing!r}: pools mixing GPU types are modelled for the slot "
+                f"service model only, not {self.scenario.service_model!r} (docs/milp.md §4); "
+                "use one type per pool (--mix none) or --service-model slot")
         self._check_caps()
         b = self.budget_usd_per_hour
         if b is not None and (isinstance(b, bool) or not isinstance(b, Real)
@@ -156,8 +157,10 @@ class FleetProblem:
 
     @property
     def mixing_mode(self) -> str:
-        """The resolved :attr:`mixing` (``"none"`` with one type; ``"auto"`` resolved)."""
-        if len(self.types) < 2 or self.mixing == "none":
+        """The resolved :attr:`mixing` (``"none"`` with one type or a service model other
+        than slot; ``"auto"`` resolved)."""
+        if len(self.types) < 2 or self.mixing == "none" or \
+                self.scenario.service_model != "slot":
             return "none"
         if self.mixing == "auto":
             coupled = bool(self.max_gpus) or self.max_total_gpus is not None

@@ -316,13 +316,21 @@ def _pool_plan(tables: ArcTables, a: int, role: str, last: bool,
         al.share if ok else 0.0 for al, ok in zip(allocated, live, strict=True))))
     ttft = pool.ttft_ms if sum(live) > 1 and not s.paper_compat else \
         max((al.p99_ttft_ms for al in allocs), default=0.0)
+    tpot = {}
+    if any(al.load.load_dependent for al in allocated):  # docs/engine.md §2
+        from ..engine_model import pool_tpot_fields
+
+        tpot = pool_tpot_fields(queues, [al.share if ok else 0.0 for al, ok in
+                                         zip(allocated, live, strict=True)],
+                                s.tpot_percentile, s.tpot_ms)
     u, v = int(tables.arc_u[a]), int(tables.arc_v[a])
     return PoolPlan(
         role=role, lo_tokens=int(tables.node_tokens[u]),
         context_tokens=int(tables.node_tokens[v]),
         gamma=1.0 if last else float(tables.node_gamma[v]), allocations=tuple(allocs),
         rate_rps=rate, compressed_in_rps=s.rate_rps * float(tables.compressed_in[a]),
-        utilization=pool.utilization, p99_ttft_ms=ttft, slo_miss_share=pool.slo_miss_share)
+        utilization=pool.utilization, p99_ttft_ms=ttft, slo_miss_share=pool.slo_miss_share,
+        **tpot)
 
 
 def _plan(tables: ArcTables, pools_allocs: dict[int, list[Allocated]], solver: dict,
@@ -355,7 +363,8 @@ def _plan(tables: ArcTables, pools_allocs: dict[int, list[Allocated]], solver: d
         gamma=pools[0].gamma if bounds else 1.0, pools=tuple(pools),
         baselines=dict(tables.baselines), planner_ms=seconds * 1e3, method="milp",
         compression_latency_ms=s.compression_latency_ms, warnings=tuple(warnings),
-        solver=solver,
+        solver=solver, service_model=s.service_model, tpot_slo_ms=s.tpot_ms,
+        tpot_percentile=s.tpot_percentile,
         extra={"boundaries_tokens": bounds, "gammas": [p.gamma for p in pools[:-1]],
                "baseline_profiles": dict(tables.baseline_profiles)})
 

@@ -52,6 +52,10 @@ __all__ = ["ArcTables", "precompute"]
 BOUND_RTOL = 1e-9
 """Relative slack on the pruning bound (an arc is kept if its bound is within it)."""
 
+ROUND_ARCS = 2048
+"""Arcs sized per round by :func:`_size_in_rounds` (service models without a compiled
+sizing kernel, such as the engine model)."""
+
 
 @dataclass(frozen=True)
 class ArcTables:
@@ -213,26 +217,38 @@ class Selection:
         return np.searchsorted(self.kept, list(self.warm.arcs)).astype(np.int64)
 
 
+def _infeasible(problem: FleetProblem, graph: CandidateGraph, sizes: Sizes):
+    """The error for a question no fleet answers (:func:`~.diagnose.slo_infeasible`), given
+    the sized one-pool fleet's load on each type under a load-dependent service model."""
+    whole = np.flatnonzero((graph.u == 0) & (graph.v == graph.sink))
+    return slo_infeasible(problem, [
+        (p, ld.of(whole)) for p, ld, ok in zip(problem.types, sizes.loads,
+                                              graph.serve[whole[0]], strict=True)
+        if ok and ld is not None and ld.load.load_dependent])
+
+
 def _outer_stage(problem: FleetProblem, graph: CandidateGraph) -> tuple[Sizes, Fleet]:
     """Exact sizes of the one- and two-pool arcs; the cheapest two-pool fleet on them."""
     outer = np.flatnonzero(graph.outer)
     sizes = size_arcs(problem, graph, Sizes.none(graph.u.size, len(problem.types)), outer)
     if not np.any(sizes.counts[graph.v == graph.sink] >= 0):
-        raise slo_infeasible(problem)
+        raise _infeasible(problem, graph, sizes)
     n = redundancy_floor(sizes.counts, sizes.mass, int(problem.min_instances_per_pool))
     return sizes, two_pool_fleet(problem, graph.n_nodes, graph.u, graph.v, n)
 
 
 def _fluid_stage(problem: FleetProblem, graph: CandidateGraph, sizes: Sizes, warm: Fleet,
-                 ub: float) -> np.ndarray:
-    """``(a,)`` arcs kept by the fluid bound: a lower bound on each unsized arc's cost from
-    :func:`~.arcs.fluid_counts` (at least the redundancy floor; a mixed pool at least the
-    continuous fluid cost and two types), exact bounds on the sized ones, and the cheapest
-    path through each arc within ``ub``. The warm start's arcs are always kept."""
+                 ub: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(a,)`` arcs kept by the fluid bound, and ``(a,)`` the lower bounds (USD/h) on the
+    arcs' pools it used (None without pruning): a lower bound on each unsized arc's cost
+    from :func:`~.arcs.fluid_counts` (at least the redundancy floor; a mixed pool at least
+    the continuous fluid cost and two types), exact bounds on the sized ones, and the
+    cheapest path through each arc within ``ub``. The warm start's arcs are always
+    kept."""
     keep = np.ones(graph.u.size, bool)
     inner = np.flatnonzero(~sizes.sized)
     if not inner.size or not math.isfinite(ub):
-        return keep
+        return keep, None
     price = problem.price_usd_per_instance_hour
     mmin = int(problem.min_instances_per_pool)
     fl = fluid_counts(problem, graph, inner)
@@ -249,16 +265,58 @@ def _fluid_stage(problem: FleetProblem, graph: CandidateGraph, sizes: Sizes, war
     keep = cheapest_through(graph.n_nodes, graph.u, graph.v, lb, problem.max_pools) \
         <= _limit(ub)
     keep[list(warm.arcs)] = True
-    return keep
+    return keep, lb
+
+
+def _solo_fleet(problem: FleetProblem, graph: CandidateGraph, sizes: Sizes,
+                arcs: np.ndarray) -> Fleet:
+    """The cheapest fleet meeting the caps over the solo pools of sized ``arcs``
+    (:func:`~.paths.feasible_path`), as candidate-arc indices."""
+    n = redundancy_floor(sizes.counts[arcs], sizes.mass[arcs],
+                         int(problem.min_instances_per_pool))
+    return feasible_path(problem, graph.n_nodes, graph.u[arcs], graph.v[arcs], n,
+                         None).on(arcs)
+
+
+def _size_in_rounds(problem: FleetProblem, graph: CandidateGraph, sizes: Sizes,
+                    keep: np.ndarray, lb: np.ndarray, warm: Fleet, rule: PruneRule
+                    ) -> tuple[Sizes, np.ndarray, Fleet]:
+    """Exact sizes of the kept arcs in rounds, for service models whose exact sizing is
+    costly (docs/milp.md §6): each round sizes the :data:`ROUND_ARCS` unsized arcs whose
+    cheapest path bound is lowest, puts their exact bounds in ``lb``, takes the cheapest
+    fleet over the sized arcs as warm start if it is better, and drops every arc whose
+    path bound is then above the pruning bound. Bounds only rise and the pruning bound
+    only falls, so every dropped arc is dropped by the certificate of the module doc."""
+    lb = lb.copy()
+    while True:
+        ub = rule.upper(warm)
+        through = cheapest_through(graph.n_nodes, graph.u, graph.v,
+                                   np.where(keep, lb, np.inf), problem.max_pools)
+        keep = keep & (through <= _limit(ub))
+        keep[list(warm.arcs)] = True
+        todo = np.flatnonzero(keep & ~sizes.sized)
+        if not todo.size:
+            return sizes, keep, warm
+        batch = np.sort(todo[np.argsort(through[todo], kind="stable")[:ROUND_ARCS]])
+        sizes = size_arcs(problem, graph, sizes, batch)
+        lb[batch] = _exact_bounds(problem, sizes, batch).pool
+        found = _solo_fleet(problem, graph, sizes, np.flatnonzero(keep & sizes.sized))
+        if found.better_than(warm):
+            warm = found
 
 
 def _exact_stage(problem: FleetProblem, graph: CandidateGraph, sizes: Sizes,
-                 keep: np.ndarray, warm: Fleet, rule: PruneRule) -> tuple[Sizes, Selection]:
+                 keep: np.ndarray, warm: Fleet, rule: PruneRule,
+                 lb: np.ndarray | None = None) -> tuple[Sizes, Selection]:
     """Exact sizes of the kept arcs, a better warm start (shortest path over exact solo
     pools meeting the caps) and pruning with exact bounds; a mixed pool is allowed on an
-    arc when a path through it with its mixed bound is within the bound."""
+    arc when a path through it with its mixed bound is within the bound. Under a
+    load-dependent service model with the fluid bounds ``lb``, the arcs are sized in
+    rounds (:func:`_size_in_rounds`)."""
     todo = np.flatnonzero(keep & ~sizes.sized)
-    if todo.size:
+    if todo.size and lb is not None and problem.scenario.service_model != "slot":
+        sizes, keep, warm = _size_in_rounds(problem, graph, sizes, keep, lb, warm, rule)
+    elif todo.size:
         sizes = size_arcs(problem, graph, sizes, todo)
     kept = np.flatnonzero(keep)
     u, v, K = graph.u[kept], graph.v[kept], problem.max_pools
@@ -266,7 +324,7 @@ def _exact_stage(problem: FleetProblem, graph: CandidateGraph, sizes: Sizes,
                               int(problem.min_instances_per_pool))
     solo_cost = np.where(n_kept >= 0, n_kept * problem.price_usd_per_instance_hour, np.inf)
     if not best_path(graph.n_nodes, u, v, solo_cost.min(axis=1), K)[1]:
-        raise slo_infeasible(problem)
+        raise _infeasible(problem, graph, sizes)
     found = feasible_path(problem, graph.n_nodes, u, v, n_kept, None).on(kept)
     if found.better_than(warm):
         warm = found
@@ -398,9 +456,9 @@ def precompute(problem: FleetProblem, prune: bool = True,
     laps.lap("tables_s")
     sizes, warm = _outer_stage(problem, graph)
     laps.lap("outer_s")
-    keep = _fluid_stage(problem, graph, sizes, warm, rule.upper(warm))
+    keep, lb = _fluid_stage(problem, graph, sizes, warm, rule.upper(warm))
     laps.lap("fluid_prune_s")
-    sizes, sel = _exact_stage(problem, graph, sizes, keep, warm, rule)
+    sizes, sel = _exact_stage(problem, graph, sizes, keep, warm, rule, lb)
     laps.lap("exact_s")
     sel = _filler_stage(problem, graph, sizes, sel, rule)
     if keep_outer:
