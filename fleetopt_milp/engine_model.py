@@ -33,6 +33,7 @@ tries. Units: seconds, tokens, requests/s.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -292,6 +293,15 @@ class EnginePoolLoad(PoolLoad):
         return QueueBatch(servers=servers, offered_load=offered,
                           mean_service_s=self.mean_iterations[idx] * np.maximum(full, step),
                           cs2=self.cs2[idx], floor_s=fs, floor_prob=fp)
+
+    def compiled_search(self, idx, slo_s: float, q: float, rho_max: float,
+                        paper_rule: bool) -> np.ndarray | None:
+        """The compiled sizing (:mod:`fleetopt_milp._engine_sizing`) once the compiled
+        kernels are loaded and without a TPOT SLO, else ``None`` (the numpy search)."""
+        kernel = sys.modules.get(f"{__package__}._engine_sizing")
+        if kernel is None or self.tpot_slo_s is not None:
+            return None
+        return kernel.min_instances(self, idx, slo_s, q, rho_max, paper_rule)
 
     def extra_fails(self, idx, instances) -> np.ndarray:
         """Sizes at which the TPOT SLO fails (none without a TPOT SLO)."""
