@@ -106,16 +106,38 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchun
         cap = max(min(maxb[i], math.floor(kvcap[i] / max(kv_per_seq, 1.0))), 1.0)
         util = int(math.ceil(lam * ea[i] * w[i] / (cap * rho_max) - 1e-12))
         lo = max(max(stab, util), 1)
-        if _passes(lo, *args):
-            out[t] = lo
-            continue
-        hi = 2 * lo
-        for _ in range(64):
-            if _passes(hi, *args):
-                break
-            lo = hi
-            hi *= 2
-        while hi - lo > 1:
+        hint = out[t - 1] if t > 0 else 0
+        if hint <= lo:  # the numpy path's search: the bound, doubling
+            if _passes(lo, *args):
+                out[t] = lo
+                continue
+            hi = 2 * lo
+            for _ in range(64):
+                if _passes(hi, *args):
+                    break
+                lo = hi
+                hi *= 2
+        elif _passes(hint, *args):  # gallop down from the previous pool's count
+            hi, step = hint, 1
+            while True:
+                if hi - step <= lo:
+                    if _passes(lo, *args):
+                        hi = lo
+                    break
+                if not _passes(hi - step, *args):
+                    lo = hi - step
+                    break
+                hi -= step
+                step *= 2
+        else:  # gallop up from it
+            lo, step = hint, 1
+            for _ in range(64):
+                if _passes(lo + step, *args):
+                    break
+                lo += step
+                step *= 2
+            hi = lo + step
+        while hi - lo > 1:  # lo fails, hi passes
             mid = (lo + hi) // 2
             if _passes(mid, *args):
                 hi = mid
