@@ -88,14 +88,24 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchun
               floor_prob, levels_z, none_below, level_w, slo_s, q, rho_max, paper_rule):
     out = np.zeros(busy.size, dtype=np.int64)
     n_lv = levels_z.size
+    prev_n, prev_rate = 0, 1.0
+    col_buf = np.zeros(floor_prob.shape[1], dtype=np.int64)
+    fs_buf = np.empty(floor_prob.shape[1] * n_lv)
+    fp_buf = np.empty(floor_prob.shape[1] * n_lv)
     for t in range(busy.size):
         i = busy[t]
         row = floor_prob[i]
-        cols = np.flatnonzero(row > 0.0)
-        if cols.size == 0:
-            cols = np.arange(1)
-        fs = np.empty(cols.size * n_lv)
-        fp = np.empty(cols.size * n_lv)
+        m = 0
+        for j in range(row.size):
+            if row[j] > 0.0:
+                col_buf[m] = j
+                m += 1
+        if m == 0:  # a pool without floors: column 0, at a zero share
+            col_buf[0] = 0
+            m = 1
+        cols = col_buf[:m]
+        fs = fs_buf[:cols.size * n_lv]
+        fp = fp_buf[:cols.size * n_lv]
         args = (cols, rate[i], w[i], g[i], ea[i], kv[i], maxb[i], kvcap[i], k1[i],
                 chunk[i], over[i], cs2[i], fchunks, fadded, row, levels_z, none_below,
                 level_w, fs, fp, slo_s, q, rho_max, paper_rule)
@@ -106,10 +116,13 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchun
         cap = max(min(maxb[i], math.floor(kvcap[i] / max(kv_per_seq, 1.0))), 1.0)
         util = int(math.ceil(lam * ea[i] * w[i] / (cap * rho_max) - 1e-12))
         lo = max(max(stab, util), 1)
-        hint = out[t - 1] if t > 0 else 0
+        # The previous candidate's count scaled by the rates: a pool's size roughly follows
+        # its rate, and neighbouring candidates (boundaries, gammas) are alike.
+        hint = int(round(min(prev_n * lam / prev_rate, 1e13))) if prev_n > 0 else 0
         if hint <= lo:  # the numpy path's search: the bound, doubling
             if _passes(lo, *args):
                 out[t] = lo
+                prev_n, prev_rate = lo, lam
                 continue
             hi = 2 * lo
             for _ in range(64):
@@ -144,6 +157,7 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchun
             else:
                 lo = mid
         out[t] = hi
+        prev_n, prev_rate = hi, lam
     return out
 
 
