@@ -52,3 +52,16 @@ def test_import_does_not_load_the_engine_kernel():
             "assert 'numba' not in sys.modules; "
             "assert 'fleetopt_milp._engine_sizing' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tpot_poisson_forms_are_scipy_stats_to_the_bit():
+    from scipy import stats
+
+    from fleetopt_milp.engine_model import _poisson_pmf, _poisson_ppf
+
+    mus = np.concatenate([np.geomspace(1e-3, 2000.0, 400), [0.5, 1.0, 2.0, 50.0]])
+    for q in (0.5, 0.9, 0.99, 0.999, 1.0 - 1e-12):
+        np.testing.assert_array_equal(_poisson_ppf(q, mus), stats.poisson.ppf(q, mus))
+    for mu in mus[::20]:
+        n = np.arange(int(3 * mu) + 5)
+        np.testing.assert_array_equal(_poisson_pmf(n, mu), stats.poisson.pmf(n, mu))
