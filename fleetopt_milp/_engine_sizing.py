@@ -26,19 +26,11 @@ from ._sizing import floor_stats, meets_slo
 
 
 @njit(cache=True)
-def _floors(n, cols, rate, w, g, ea, k1, chunk, over, fchunks, fadded, fp_row,
-            levels_z, none_below, level_w, fs, fp):
-    """The operating point of a candidate at ``n`` instances and its contended floors
-    (written to ``fs``/``fp``, one per used column and contention level). Returns
-    ``(stable, servers, offered, mean_service_s)``."""
-    nf = float(n)
-    lam_i = rate / max(nf, 1e-300)
-    x = lam_i * g
-    if not (x < 1.0 and nf > 0.0):
-        return False, 0.0, 0.0, 0.0
-    tau = w / (1.0 - x)
-    b = lam_i * ea * tau
-    prefilling = lam_i * k1 * tau
+def _floors(tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_row, levels_z,
+            none_below, level_w, fs, fp):
+    """The contended TTFT floors at an operating point (step ``tau``, batch ``b``,
+    ``prefilling`` sequences), written to ``fs``/``fp``: one per used column and
+    contention level."""
     busy = -math.expm1(-b)
     tau_d = max(tau - chunk * prefilling, 0.0)
     m = 0
@@ -57,25 +49,30 @@ def _floors(n, cols, rate, w, g, ea, k1, chunk, over, fchunks, fadded, fp_row,
             fs[m] = steps * tau_d + chunk * (k + met) + fadded[j] + over
             fp[m] = fp_row[j] * level_w[lv]
             m += 1
-    return True, nf, nf * b, tau
 
 
 @njit(cache=True)
 def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchunks,
             fadded, fp_row, levels_z, none_below, level_w, fs, fp, slo_s, q, rho_max,
             paper_rule):
-    """The candidate meets the TTFT SLO and the utilization cap at ``n`` instances."""
-    stable, nf, offered_inst, tau = _floors(n, cols, rate, w, g, ea, k1, chunk, over,
-                                            fchunks, fadded, fp_row, levels_z, none_below,
-                                            level_w, fs, fp)
-    if not stable:
+    """The candidate meets the TTFT SLO and the utilization cap at ``n`` instances: its
+    operating point (:func:`~fleetopt_milp.engine_model.operating_point`), the cap, then
+    the floors and the SLO test."""
+    nf = float(n)
+    lam_i = rate / max(nf, 1e-300)
+    x = lam_i * g
+    if not (x < 1.0 and nf > 0.0):  # unstable
         return False
+    tau = w / (1.0 - x)
+    b = lam_i * ea * tau
     kv_per_seq = kv / max(ea, 1e-300)
     cap = max(min(maxb, math.floor(kvcap / max(kv_per_seq, 1.0))), 1.0)
     c = nf * cap
-    a = offered_inst
+    a = nf * b
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
+    _floors(tau, b, lam_i * k1 * tau, cols, k1, chunk, over, fchunks, fadded, fp_row,
+            levels_z, none_below, level_w, fs, fp)
     per_seq = g / max(ea, 1e-300)
     es = ea * max(w + cap * per_seq, tau)
     theta = 2.0 * (c - a) / (es * (1.0 + cs2))
