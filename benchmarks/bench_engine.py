@@ -274,7 +274,7 @@ def engine_speed() -> str:
         "(`fleetopt_milp/_engine_sizing.py`, same counts, tests/test_engine_sizing.py), one "
         "candidate at a time, each search started from the previous candidate's count "
         "scaled by the rates (about 3.5 SLO tests per candidate instead of 11). What "
-        "remains: the compiled search (about 1.3 ms for 1,140 candidates) and the plan's "
+        "remains: the compiled search (about half of the plan: 1,140 candidates) and the plan's "
         "numpy and scipy work around it (pool loads, figures of the chosen pools).",
         "",
         md_table(["planner", "plan", "ratio to before", "ratio to slot"], rows),
