@@ -11,6 +11,10 @@ the same order) and decides ``C <= C*`` from the cheapest bracket of Erlang B
 (:func:`fleetopt_milp._sizing._erlang_c_at_most`), as the slot kernel does. The TPOT SLO
 is not compiled: loads with one take the numpy path.
 
+Starting from another point gives the numpy path's count because the test is monotone in
+the size (the seam's requirement, :mod:`fleetopt_milp.service`): both return the
+smallest passing size at or above the lower bound.
+
 Loaded with the slot kernels (:func:`fleetopt_milp.queueing.load_compiled_kernels`), never
 by ``import fleetopt_milp``. Counts equal the numpy path's (tests/test_engine_sizing.py).
 """
