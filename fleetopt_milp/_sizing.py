@@ -201,20 +201,46 @@ def ttft_quantile_kernel(q: float, ec: float, theta: float, floor_s, p) -> float
 
 
 @njit(cache=True)
-def _passes(n: int, slots: float, a: float, es: float, cs2: float, floor_s, p, slo_s: float,
-            q: float, fixed: float, mean_floor: float, paper_rule: bool) -> bool:
-    """The SLO test of candidate at ``n`` instances (both rules as ``C <= C*``)."""
-    c = n * slots
-    theta = 2.0 * (c - a) / (es * (1.0 + cs2))
-    if paper_rule:  # ln(C / (1 - q)) / theta + mean floor <= SLO
+def floor_stats(floor_s, p, slo_s: float):
+    """``(fixed, mean floor)``: the share of floors at or above the SLO and the mean floor."""
+    fixed = 0.0
+    mass = 0.0
+    dot = 0.0
+    for k in range(floor_s.size):
+        mass += p[k]
+        dot += p[k] * floor_s[k]
+        if floor_s[k] >= slo_s:
+            fixed += p[k]
+    return fixed, dot / max(mass, 1e-300)
+
+
+@njit(cache=True)
+def meets_slo(c: float, a: float, theta: float, floor_s, p, slo_s: float, q: float,
+              fixed: float, mean_floor: float, paper_rule: bool) -> bool:
+    """The SLO test of a stable queue (``c > a``) with decay rate ``theta``, both rules as
+    ``C <= C*`` (:func:`fleetopt_milp.sizing.slo_excess` ``<= 0``)."""
+    if paper_rule:  # ln(C / (1 - q)) / theta + mean floor <= SLO; the wait is >= 0
+        if mean_floor > slo_s:
+            return False
         return _erlang_c_at_most(c, a, (1.0 - q) * math.exp(theta * (slo_s - mean_floor)))
     room = (1.0 - q) - fixed
+    if room < 0.0:  # the floors alone miss the SLO
+        return False
     if _erlang_c_at_most(c, a, room):  # W <= 1: the class sum cannot fail it
         return True
     w = class_sum(theta, slo_s, floor_s, p)
     if w <= 0.0:
         return True
     return _erlang_c_at_most(c, a, room / w)
+
+
+@njit(cache=True)
+def _passes(n: int, slots: float, a: float, es: float, cs2: float, floor_s, p, slo_s: float,
+            q: float, fixed: float, mean_floor: float, paper_rule: bool) -> bool:
+    """The SLO test of candidate at ``n`` instances."""
+    c = n * slots
+    theta = 2.0 * (c - a) / (es * (1.0 + cs2))
+    return meets_slo(c, a, theta, floor_s, p, slo_s, q, fixed, mean_floor, paper_rule)
 
 
 @njit(cache=True)
@@ -225,15 +251,7 @@ def _size_all(rate, es, cs2, slots, floor_s, floor_prob, slo_s, q, rho_max, pape
         if not rate[i] > 0.0:
             continue
         p = floor_prob[i]
-        fixed = 0.0
-        mass = 0.0
-        dot = 0.0
-        for k in range(floor_s.size):
-            mass += p[k]
-            dot += p[k] * floor_s[k]
-            if floor_s[k] >= slo_s:
-                fixed += p[k]
-        mean_floor = dot / max(mass, 1e-300)
+        fixed, mean_floor = floor_stats(floor_s, p, slo_s)
         if (mean_floor >= slo_s) if paper_rule else (fixed >= 1.0 - q):
             out[i] = -1
             continue

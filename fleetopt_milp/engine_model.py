@@ -33,10 +33,11 @@ tries. Units: seconds, tokens, requests/s.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, fields
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from .demand import Moments, MomentTable
 from .errors import FleetOptError
@@ -145,6 +146,20 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, 
     return fs.reshape(n, -1), fp.reshape(n, -1)
 
 
+def _poisson_ppf(q: float, mu):
+    """``scipy.stats.poisson.ppf(q, mu)`` for ``0 < q < 1`` and ``mu > 0``: its own formula,
+    without the generic wrapper's checks (a plan calls it per pool)."""
+    vals = np.ceil(special.pdtrik(q, mu))
+    below = np.maximum(vals - 1.0, 0.0)
+    return np.where(special.pdtr(below, mu) >= q, below, vals)
+
+
+def _poisson_pmf(n, mu: float):
+    """``scipy.stats.poisson.pmf(n, mu)`` for integers ``n >= 0`` and ``mu > 0``: its
+    formula ``exp(n log mu - log n! - mu)``."""
+    return np.exp(special.xlogy(n, mu) - special.gammaln(n + 1.0) - mu)
+
+
 def tpot_tail(t_s, w_s, per_seq_s, mean_batch, batch_cap):
     """P(TPOT > t): ``W + g_bar (1 + N) > t`` with ``N ~ Poisson(b)`` capped at ``cap - 1``.
 
@@ -163,7 +178,8 @@ def _tpot_quantile_s(q: float, w_s, per_seq_s, mean_batch, batch_cap):
     """The ``q`` quantile of TPOT (seconds, arrays): ``W + g_bar (1 + min(N_q, cap - 1))``."""
     b = np.asarray(mean_batch, float)
     finite = np.isfinite(b)
-    nq = np.where(finite, stats.poisson.ppf(q, np.where(finite, b, 0.0)), np.inf)
+    pos = finite & (b > 0)
+    nq = np.where(pos, _poisson_ppf(q, np.where(pos, b, 1.0)), np.where(finite, 0.0, np.inf))
     nq = np.minimum(nq, np.asarray(batch_cap, float) - 1.0)
     return w_s + per_seq_s * (1.0 + nq)
 
@@ -294,6 +310,15 @@ class EnginePoolLoad(PoolLoad):
                           mean_service_s=self.mean_iterations[idx] * np.maximum(full, step),
                           cs2=self.cs2[idx], floor_s=fs, floor_prob=fp)
 
+    def compiled_search(self, idx, slo_s: float, q: float, rho_max: float,
+                        paper_rule: bool) -> np.ndarray | None:
+        """The compiled sizing (:mod:`fleetopt_milp._engine_sizing`) once the compiled
+        kernels are loaded and without a TPOT SLO, else ``None`` (the numpy search)."""
+        kernel = sys.modules.get(f"{__package__}._engine_sizing")
+        if kernel is None or self.tpot_slo_s is not None:
+            return None
+        return kernel.min_instances(self, idx, slo_s, q, rho_max, paper_rule)
+
     def extra_fails(self, idx, instances) -> np.ndarray:
         """Sizes at which the TPOT SLO fails (none without a TPOT SLO)."""
         idx = np.asarray(idx)
@@ -408,10 +433,13 @@ def tpot_figures(queues: list[EngineQueue], shares: list[float], percentile: flo
     # value (a full batch) taking the rest of the tail.
     vals, wts = [], []
     for w, x in live:
-        top = min(x.batch_cap - 1.0, float(stats.poisson.ppf(1.0 - 1e-12, x.mean_batch)))
-        n = np.arange(int(max(top, 0.0)) + 1)
-        pmf = stats.poisson.pmf(n, x.mean_batch)
-        pmf[-1] += stats.poisson.sf(n[-1], x.mean_batch)
+        if x.mean_batch > 0:
+            top = min(x.batch_cap - 1.0, float(_poisson_ppf(1.0 - 1e-12, x.mean_batch)))
+            n = np.arange(int(max(top, 0.0)) + 1)
+            pmf = _poisson_pmf(n, x.mean_batch)
+            pmf[-1] += special.pdtrc(n[-1], x.mean_batch)
+        else:  # an idle queue: no other sequence in the step
+            n, pmf = np.zeros(1), np.ones(1)
         vals.append(x.w_s + x.per_seq_s * (1.0 + n))
         wts.append(w * pmf)
     v, p = np.concatenate(vals), np.concatenate(wts)

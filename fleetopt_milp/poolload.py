@@ -164,6 +164,12 @@ class PoolLoad:
             offered_load=self.offered_load[idx], mean_service_s=self.mean_service_s[idx],
             cs2=self.cs2[idx], floor_s=np.broadcast_to(self.floor_s, fp.shape), floor_prob=fp)
 
+    def compiled_search(self, idx, slo_s: float, q: float, rho_max: float,
+                        paper_rule: bool) -> np.ndarray | None:
+        """A load-dependent model's compiled twin of the sizing's numpy search over the
+        servable candidates ``idx`` (the same counts), or ``None`` where it has none."""
+        return None
+
     def extra_fails(self, idx, instances) -> np.ndarray:
         """Sizes at which an SLO beyond TTFT fails (a service model's own, e.g. TPOT in
         :mod:`~fleetopt_milp.engine_model`); none here."""

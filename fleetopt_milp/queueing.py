@@ -65,8 +65,9 @@ def compiled_kernels():
 
 
 def load_compiled_kernels():
-    """Load (compile once per machine, then from numba's cache) the compiled forms."""
-    from . import _sizing
+    """Load (compile once per machine, then from numba's cache) the compiled forms: the
+    slot kernels and the engine model's sizing (:mod:`fleetopt_milp._engine_sizing`)."""
+    from . import _engine_sizing, _sizing  # noqa: F401
 
     return _sizing
 

@@ -147,7 +147,8 @@ def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
     ``use_kernel``: ``None`` takes the compiled kernel if this process has loaded it
     (:func:`~fleetopt_milp.queueing.compiled_kernels`), ``True`` loads it, ``False`` forces
     the numpy path (the reference). Both give the same counts; load-dependent service
-    models always take the numpy path.
+    models take their own compiled search where they have one
+    (:meth:`PoolLoad.compiled_search`, loaded with the kernels), else the numpy path.
     """
     if not 0 < percentile < 100:
         raise FleetOptError(f"percentile={percentile}: must be strictly between 0 and 100")
@@ -169,7 +170,10 @@ def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
     result[busy[hopeless]] = -1
     busy = busy[~hopeless]
     if busy.size:
-        result[busy] = _search_numpy(load, busy, slo_s, q, rho_max, paper_rule)
+        fast = (load.compiled_search(busy, slo_s, q, rho_max, paper_rule)
+                if kernels is not None else None)
+        result[busy] = (fast if fast is not None
+                        else _search_numpy(load, busy, slo_s, q, rho_max, paper_rule))
     return result
 
 

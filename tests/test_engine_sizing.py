@@ -1,0 +1,67 @@
+"""The compiled engine-model sizing (fleetopt_milp._engine_sizing) against the numpy path:
+the same instance counts on every candidate pool the planner sizes (docs/engine.md §2)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fleetopt_milp import PlanningTables, Scenario, load_catalog, load_workload, resolve_profile
+from fleetopt_milp.planner import _size_rows
+from fleetopt_milp.sizing import min_instances
+
+CAT = load_catalog()
+
+
+@pytest.mark.parametrize("profile,workload,rate,slo_ms", [
+    ("H100-Llama-3-70B-tp8-vllm", "azure-2023", 1000.0, 500.0),
+    ("H100-Llama-3-70B-tp8-vllm", "lmsys", 5000.0, 300.0),
+    ("H100-Llama-3-70B-tp8-vllm", "mooncake-conversation", 100.0, 2000.0),
+    ("paper-H100", "agent-heavy", 5000.0, 300.0),
+])
+@pytest.mark.parametrize("paper", [False, True])
+def test_compiled_counts_equal_numpy_path_on_every_candidate(profile, workload, rate, slo_ms,
+                                                             paper):
+    sc = Scenario(load_workload(workload), resolve_profile(CAT, profile), rate, slo_ms,
+                  service_model="engine", paper_compat=paper)
+    tables = PlanningTables(sc)  # loads the compiled kernels
+    load, counts = _size_rows(tables, tables.rows)
+    busy = np.flatnonzero(counts > 0)[:1]
+    assert load.compiled_search(busy, slo_ms * 1e-3, 0.99, sc.rho_max,
+                                paper) is not None  # the compiled path ran
+    ref = min_instances(load, slo_ms * 1e-3, sc.percentile, sc.rho_max, paper_rule=paper,
+                        use_kernel=False)
+    np.testing.assert_array_equal(counts, ref)
+    # Pools of every kind: sized, unservable at any size, idle.
+    assert np.count_nonzero(counts > 1) > 100
+
+
+def test_tpot_slo_takes_the_numpy_path():
+    sc = Scenario(load_workload("azure-2023"), resolve_profile(CAT, "H100-Llama-3-70B-tp8-vllm"),
+                  1000.0, 500.0, service_model="engine", tpot_ms=40.0)
+    tables = PlanningTables(sc)
+    load, counts = _size_rows(tables, tables.rows)
+    assert load.compiled_search(np.array([0]), 0.5, 0.99, sc.rho_max, False) is None
+    ref = min_instances(load, 0.5, 99.0, sc.rho_max, use_kernel=False)
+    np.testing.assert_array_equal(counts, ref)
+
+
+def test_import_does_not_load_the_engine_kernel():
+    code = ("import sys, fleetopt_milp; "
+            "assert 'numba' not in sys.modules; "
+            "assert 'fleetopt_milp._engine_sizing' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tpot_poisson_forms_are_scipy_stats_to_the_bit():
+    from scipy import stats
+
+    from fleetopt_milp.engine_model import _poisson_pmf, _poisson_ppf
+
+    mus = np.concatenate([np.geomspace(1e-3, 2000.0, 400), [0.5, 1.0, 2.0, 50.0]])
+    for q in (0.5, 0.9, 0.99, 0.999, 1.0 - 1e-12):
+        np.testing.assert_array_equal(_poisson_ppf(q, mus), stats.poisson.ppf(q, mus))
+    for mu in mus[::20]:
+        n = np.arange(int(3 * mu) + 5)
+        np.testing.assert_array_equal(_poisson_pmf(n, mu), stats.poisson.pmf(n, mu))
