@@ -32,8 +32,6 @@ import csv
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -525,11 +523,6 @@ def write_profile_toml(profile: Profile, path: str | Path) -> None:
     p = Path(path)
     if p.suffix != ".toml":
         raise FleetOptError(f"--out {p}: the profile file must end in .toml")
-    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(profile_toml(profile))
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .files import write_text_atomic
+
+    write_text_atomic(p, profile_toml(profile), "profile file")

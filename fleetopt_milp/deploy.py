@@ -24,15 +24,14 @@ in USD per hour for the whole fleet.
 from __future__ import annotations
 
 import math
-import os
 import re
-import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
 
 from .errors import FleetOptError
+from .files import write_text_atomic
 from .hardware import Catalog
 from .k8s import KubeSettings, kubernetes_documents, load_kube_settings, name_slug
 from .plan import Plan
@@ -327,21 +326,6 @@ def summary_lines(ds: DeploymentSet) -> list[str]:
     return lines
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a new file beside ``path`` (permissions from the umask), flush it to
-    disk, then rename it over ``path``: a reader sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_deployment(ds: DeploymentSet, out_dir: str | Path) -> list[Path]:
     """Write :func:`render`'s files into ``out_dir`` (created if missing), each atomically.
     Returns their paths; a folder that cannot be written gives one :class:`FleetOptError`."""
@@ -353,7 +337,7 @@ def write_deployment(ds: DeploymentSet, out_dir: str | Path) -> list[Path]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, text in texts.items():
-            _write_atomic(out / name, text)
+            write_text_atomic(out / name, text, "deployment file")
             paths.append(out / name)
     except OSError as exc:
         where = exc.filename or out

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
 
 from rich.console import Group
 from rich.table import Table
@@ -87,13 +84,6 @@ def evaluation_renderable(ev) -> Group:
 
 def write_json(obj: dict, path) -> None:
     """Write ``obj`` as strict JSON to ``path`` atomically (temporary file, then rename)."""
-    p = Path(path)
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .files import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n", "results file")

@@ -262,9 +262,9 @@ def test_writes_are_atomic(catalog, tmp_path, monkeypatch):
     def cut(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("fleetopt_milp.deploy.os.replace", cut)
+    monkeypatch.setattr("fleetopt_milp.files.os.replace", cut)
     _, other = _set("plan-mooncake-roofline", catalog)
-    with pytest.raises(FleetOptError, match="No space left on device"):
+    with pytest.raises(FleetOptError, match="the disk is full"):
         write_deployment(other, out)
     assert {n: (out / n).read_text() for n in DEPLOY_FILES} == before
     assert sorted(p.name for p in out.iterdir()) == sorted(DEPLOY_FILES)
