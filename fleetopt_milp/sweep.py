@@ -330,8 +330,19 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int = 1, scheduler=N
     ``workers`` local processes, or Dask with ``scheduler`` (address or Client).
     ``chunk_size``: scenarios per task (default: about 8 tasks per worker, at most 50).
     ``on_progress(done, total)`` is called after each chunk, counting skipped scenarios.
+    A file that cannot be written is a one-line :class:`FleetOptError`.
     """
-    target = Path(out)
+    try:
+        return _run_sweep(spec, Path(out), workers, scheduler, chunk_size, on_progress)
+    except OSError as exc:
+        where = exc.filename or out
+        raise FleetOptError(f"--out {out}: cannot write {where} ({exc.strerror}); choose a "
+                            "file in a folder you can write to") from None
+
+
+def _run_sweep(spec: SweepSpec, target: Path, workers: int, scheduler,
+               chunk_size: int | None, on_progress) -> SweepSummary:
+    """:func:`run_sweep` without the translation of file errors."""
     path = checkpoint_path(target)
     spec.validate()
     if path != target and target.exists() and not path.exists():  # resume from the Parquet

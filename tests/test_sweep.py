@@ -206,3 +206,14 @@ def test_the_service_model_reaches_every_scenario_and_its_key():
     assert slot.key(point) != engine.key(point)  # a resumed sweep never mixes the two
     want = plan(engine.scenario(point))
     assert want.service_model == "engine" and want.pools[-1].mean_tpot_ms is not None
+
+
+def test_an_unwritable_output_is_a_one_line_error(tmp_path):
+    from fleetopt_milp.sweep import SweepSpec
+
+    spec = SweepSpec(workloads=("lmsys",), gpus=("paper-H100",), long_contexts_tokens=(65536,),
+                     rates_rps=(200.0,), slos_ms=(500.0,), compressible_shares=(0.75,))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(FleetOptError, match="cannot write"):
+        run_sweep(spec, blocker / "out.csv")
