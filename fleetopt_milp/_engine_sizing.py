@@ -24,18 +24,28 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import binding
+from numba import njit, types
+from numba.extending import get_cython_function_address
 
 from ._sizing import floor_stats, meets_slo
 
+# scipy.special.pdtrc (the Poisson upper tail), the function engine_model.jsq_busy calls,
+# bound by name so that the cached kernels link to it again in a new process.
+binding.add_symbol("fleetopt_scipy_pdtrc",
+                   get_cython_function_address("scipy.special.cython_special", "pdtrc"))
+_pdtrc = types.ExternalFunction("fleetopt_scipy_pdtrc",
+                                types.float64(types.float64, types.float64))
+
 
 @njit(cache=True)
-def _floors(tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_row, levels_z,
-            none_below, level_w, fs, fp):
-    """The contended TTFT floors at an operating point (step ``tau``, batch ``b``,
-    ``prefilling`` sequences), written to ``fs``/``fp``: one per used column and
-    contention level."""
-    busy = -math.expm1(-b)
+def _floors(nf, tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_row, levels_z,
+            none_above, level_w, fs, fp):
+    """The contended TTFT floors at an operating point of ``nf`` instances (step ``tau``,
+    batch ``b``, ``prefilling`` sequences), written to ``fs``/``fp``: one per used column
+    and contention level; ``busy`` and ``reach`` as :func:`~fleetopt_milp.engine_model.
+    jsq_busy` and :func:`~fleetopt_milp.engine_model.jsq_reach`."""
+    busy = _pdtrc(nf - 1.0, nf * b)
     tau_d = max(tau - chunk * prefilling, 0.0)
     m = 0
     for j in cols:
@@ -44,9 +54,11 @@ def _floors(tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_row, 
         mu = steps * prefilling
         d = max(1.0, min(k + 1.0, k1))
         lam = mu / d
+        seqs = nf * b + nf * k * prefilling / max(k1, 1e-300)
+        reach = _pdtrc(max(nf - 2.0, 0.0), seqs) if nf > 1.0 else 1.0
         root = math.sqrt(lam)
         for lv in range(levels_z.size):
-            if lam <= none_below[lv]:
+            if reach * -math.expm1(-lam) <= none_above[lv]:
                 met = d * 0.0
             else:
                 met = d * max(math.ceil(lam + levels_z[lv] * root - 1e-9), 1.0)
@@ -57,7 +69,7 @@ def _floors(tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_row, 
 
 @njit(cache=True)
 def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchunks,
-            fadded, fp_row, levels_z, none_below, level_w, fs, fp, slo_s, q, rho_max,
+            fadded, fp_row, levels_z, none_above, level_w, fs, fp, slo_s, q, rho_max,
             paper_rule):
     """The candidate meets the TTFT SLO and the utilization cap at ``n`` instances: its
     operating point (:func:`~fleetopt_milp.engine_model.operating_point`), the cap, then
@@ -75,8 +87,8 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchu
     a = nf * b
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
-    _floors(tau, b, lam_i * k1 * tau, cols, k1, chunk, over, fchunks, fadded, fp_row,
-            levels_z, none_below, level_w, fs, fp)
+    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, chunk, over, fchunks, fadded, fp_row,
+            levels_z, none_above, level_w, fs, fp)
     per_seq = g / max(ea, 1e-300)
     es = ea * max(w + cap * per_seq, tau)
     theta = 2.0 * (c - a) / (es * (1.0 + cs2))
@@ -86,7 +98,7 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchu
 
 @njit(cache=True)
 def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchunks, fadded,
-              floor_prob, levels_z, none_below, level_w, slo_s, q, rho_max, paper_rule):
+              floor_prob, levels_z, none_above, level_w, slo_s, q, rho_max, paper_rule):
     out = np.zeros(busy.size, dtype=np.int64)
     n_lv = levels_z.size
     prev_n, prev_rate = 0, 1.0
@@ -108,7 +120,7 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchun
         fs = fs_buf[:cols.size * n_lv]
         fp = fp_buf[:cols.size * n_lv]
         args = (cols, rate[i], w[i], g[i], ea[i], kv[i], maxb[i], kvcap[i], k1[i],
-                chunk[i], over[i], cs2[i], fchunks, fadded, row, levels_z, none_below,
+                chunk[i], over[i], cs2[i], fchunks, fadded, row, levels_z, none_above,
                 level_w, fs, fp, slo_s, q, rho_max, paper_rule)
         # The lower bound of EnginePoolLoad.lower_bound_instances: stability and W.
         lam = rate[i]
@@ -166,7 +178,7 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
                   paper_rule: bool) -> np.ndarray:
     """Minimum instances of the engine-model candidates ``busy`` (with traffic, servable,
     no TPOT SLO): the counts of :func:`fleetopt_milp.sizing._search_numpy`."""
-    from .engine_model import _NONE_BELOW, _Z, CONTENTION_WEIGHTS
+    from .engine_model import _NONE_ABOVE, _Z, CONTENTION_WEIGHTS
 
     def f64(x):
         return np.ascontiguousarray(x, dtype=np.float64)
@@ -176,5 +188,5 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
         f64(load.step_cost_s), f64(load.mean_iterations), f64(load.kv_token_iterations),
         f64(load.slots_per_instance), f64(load.kv_capacity_tokens), f64(load.mean_chunks),
         f64(load.chunk_s), f64(load.ttft_overhead_s), f64(load.cs2), f64(load.floor_chunks),
-        f64(load.floor_added_s), f64(load.floor_prob), f64(_Z), f64(_NONE_BELOW),
+        f64(load.floor_added_s), f64(load.floor_prob), f64(_Z), f64(_NONE_ABOVE),
         f64(CONTENTION_WEIGHTS), float(slo_s), float(q), float(rho_max), bool(paper_rule))

@@ -45,7 +45,7 @@ from .poolload import PoolLoad, QueueBatch
 from .queueing import Queue
 from .service import EMPTY_MASS, register_service_model
 
-__all__ = ["OperatingPoint", "operating_point", "EnginePoolLoad", "EngineQueue",
+__all__ = ["OperatingPoint", "operating_point", "jsq_busy", "jsq_reach", "EnginePoolLoad", "EngineQueue",
            "EngineServiceModel", "ENGINE", "TpotFigures", "tpot_figures", "tpot_tail",
            "pool_tpot_fields"]
 
@@ -113,22 +113,47 @@ def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
 CONTENTION_LEVELS = np.array([0.5, 0.8, 0.95, 0.99, 0.999])
 CONTENTION_WEIGHTS = np.array([0.5, 0.3, 0.15, 0.04, 0.01])
 _Z = stats.norm.ppf(CONTENTION_LEVELS)
-_NONE_BELOW = -np.log(CONTENTION_LEVELS)  # Poisson means whose P(N = 0) reaches each level
+_NONE_ABOVE = 1.0 - CONTENTION_LEVELS  # the share of prompts meeting none, from each level up
+
+
+def jsq_busy(instances, mean_batch):
+    """P(every instance is busy) at a prompt's arrival under join-the-shortest-queue
+    dispatch (arrays; docs/engine.md §2): a prompt goes to an idle instance while one
+    exists, and the pool holds ``N ~ Poisson(n b)`` sequences (the M/G/inf occupancy of its
+    ``n`` instances at mean batch ``b``), so ``P(N >= n)``; ``1 - exp(-b)`` at ``n = 1``
+    (the random split's ``P(batch > 0)``)."""
+    n = np.asarray(instances, float)
+    return special.pdtrc(n - 1.0, n * np.asarray(mean_batch, float))
+
+
+def jsq_reach(instances, pool_seqs):
+    """P(another prompt can join a prompt's instance) while it prefills, under
+    join-the-shortest-queue dispatch (arrays; docs/engine.md §2): only while the other
+    ``n - 1`` instances are all busy. ``pool_seqs``: the sequences the pool holds at the
+    prompt's arrival plus those arriving during its prefill (mean; departures ignored:
+    conservative), ``P(Poisson(pool_seqs) >= n - 1)``; 1 at ``n = 1``."""
+    n = np.asarray(instances, float)
+    return np.where(n > 1.0, special.pdtrc(np.maximum(n - 2.0, 0.0), pool_seqs), 1.0)
 
 
 def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, prefilling,
-                      mean_chunks, busy):
+                      mean_chunks, busy, instances, pool_batch):
     """TTFT floors with prefill contention, ``(k, m J)`` floors and shares.
 
-    A prompt of ``k`` chunks waits for the running step if there is one (``busy`` =
-    ``P(batch > 0) = 1 - exp(-b)``, counted as a whole step), then shares ``k`` steps with
+    A prompt of ``k`` chunks waits for the running step if its instance is busy (``busy``
+    of :func:`jsq_busy`, counted as a whole step), then shares ``k`` steps with
     the decode batch: ``(k + busy) tau_d + P (k + S)``, where ``tau_d = tau - P b_pf`` is
     the step without prefill, ``b_pf`` the mean number of prefilling sequences and ``S``
-    the other prefills met over those steps, of mean ``(k + busy) b_pf``. A prompt met in
-    one step stays for about ``E[k]`` steps, so the steps' counts are correlated and their
-    sum over-dispersed by ``d = max(1, min(k + 1, E[k]))``: ``S = d N``, ``N ~ Poisson(mean
-    / d)``, taken at :data:`CONTENTION_LEVELS` (0 while ``P(N = 0)`` covers the level, else
-    the normal approximation rounded up, at least 1).
+    the other prefills met over those steps. Under a random split ``S`` has mean ``(k +
+    busy) b_pf``; a prompt met in one step stays for about ``E[k]`` steps, so the steps'
+    counts are correlated and their sum over-dispersed by ``d = max(1, min(k + 1, E[k]))``:
+    ``S = d N``, ``N ~ Poisson(mean / d)``. Under join-the-shortest-queue another prompt
+    reaches the instance only while every other one is busy: ``P(S > 0) = reach P(N > 0)``,
+    ``reach`` of :func:`jsq_reach` with the pool's ``n b`` sequences (``pool_batch``) plus
+    the ``n k b_pf / E[k]`` arriving over the prompt's ``k`` steps. ``S`` is taken at
+    :data:`CONTENTION_LEVELS`: 0 while ``1 - P(S > 0)`` covers the level, else the random
+    split's normal approximation at the level, rounded up, at least 1 (above the mixture's
+    own quantile: conservative).
     """
     p_s = chunk_s[:, None, None]
     b_pf = prefilling[:, None, None]
@@ -138,8 +163,11 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, 
     mu = steps * b_pf
     d = np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None]))
     lam = mu / d
+    nn = instances[:, None, None]
+    reach = jsq_reach(nn, pool_batch[:, None, None]
+                      + nn * k * b_pf / np.maximum(mean_chunks[:, None, None], 1e-300))
     n_q = np.maximum(np.ceil(lam + _Z[None, None, :] * np.sqrt(lam) - 1e-9), 1.0)
-    met = d * np.where(lam <= _NONE_BELOW[None, None, :], 0.0, n_q)
+    met = d * np.where(reach * -np.expm1(-lam) <= _NONE_ABOVE[None, None, :], 0.0, n_q)
     fs = steps * tau_d + p_s * (k + met) + added_s[None, :, None] + overhead_s[:, None, None]
     fp = floor_prob[:, :, None] * CONTENTION_WEIGHTS[None, None, :]
     n = fs.shape[0]
@@ -294,6 +322,7 @@ class EnginePoolLoad(PoolLoad):
         with np.errstate(invalid="ignore"):
             offered = np.where(op.stable, n * op.mean_batch, servers)  # unstable: fails
         step = np.where(op.stable, op.step_s, self.w_s[idx])
+        b = np.where(op.stable, op.mean_batch, 0.0)
         fp = self.floor_prob[idx]
         cols = np.flatnonzero(np.any(fp > 0, axis=0))  # floors some of these pools have
         if cols.size == 0:
@@ -302,7 +331,7 @@ class EnginePoolLoad(PoolLoad):
                                    step, self.chunk_s[idx], self.ttft_overhead_s[idx],
                                    np.where(op.stable, op.prefilling, 0.0),
                                    self.mean_chunks[idx],
-                                   np.where(op.stable, -np.expm1(-op.mean_batch), 1.0))
+                                   np.where(op.stable, jsq_busy(n, b), 1.0), n, n * b)
         # A request waits only while the batch is full: the queue drains at the step time
         # of a full batch (docs/engine.md §2).
         full = self.w_s[idx] + op.batch_cap * op.per_seq_s

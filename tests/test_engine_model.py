@@ -182,3 +182,53 @@ def test_engine_kernel_charges_calibrated_step_terms_exactly(prof):
     assert res.finish_s[0] == pytest.approx(first + decode, rel=1e-12)
     # The isolated prefill is the profile's, and the simulator adds the TTFT overhead.
     assert prof.prefill_s(lin) == pytest.approx(first, rel=1e-12)
+
+
+def _floors(n, b, prefilling, chunks=9.0, mean_chunks=6.0):
+    """The contended floors of one pool at ``n`` instances (tau 13 ms, P 32.5 ms, 85 ms
+    overhead): floor values and shares, per contention level."""
+    from fleetopt_milp.engine_model import _contended_floors, jsq_busy
+
+    one = np.ones(1)
+    return _contended_floors(np.array([chunks]), np.zeros(1), one[:, None], 0.013 * one,
+                             0.0325 * one, 0.085 * one, prefilling * one, mean_chunks * one,
+                             jsq_busy(n * one, b * one), n * one, n * b * one)
+
+
+def test_contention_on_one_instance_is_the_random_split_poisson_form():
+    # n = 1: busy = P(batch > 0) = 1 - exp(-b), and S = d N with N ~ Poisson((k + busy)
+    # b_pf / d), d = min(k + 1, E[k]) = 6, at the levels 0.5 ... 0.999 (0 while P(N = 0)
+    # covers the level, else the normal quantile rounded up).
+    from scipy import stats
+
+    from fleetopt_milp.engine_model import CONTENTION_LEVELS, CONTENTION_WEIGHTS
+
+    b, b_pf, k, d = 0.8, 0.3, 9.0, 6.0
+    fs, fp = _floors(1, b, b_pf)
+    busy = 1.0 - np.exp(-b)
+    lam = (k + busy) * b_pf / d
+    z = stats.norm.ppf(CONTENTION_LEVELS)
+    met = np.where(np.exp(-lam) >= CONTENTION_LEVELS, 0.0,
+                   d * np.maximum(np.ceil(lam + z * np.sqrt(lam) - 1e-9), 1.0))
+    tau_d = 0.013 - 0.0325 * b_pf
+    want = (k + busy) * tau_d + 0.0325 * (k + met) + 0.085
+    np.testing.assert_allclose(fs[0], want, rtol=1e-12)
+    np.testing.assert_allclose(fp[0], CONTENTION_WEIGHTS, rtol=1e-12)
+    assert met[0] == 0 < met[-1]  # half meet none, the top levels meet some
+
+
+def test_contention_vanishes_with_many_idle_instances():
+    # 264 instances at a mean batch of 0.07 (the default plan's long pool): a prompt
+    # finds an idle instance and nobody joins it, so every level is the idle floor plus
+    # the step tau_d; one instance at the same batch meets others at its top levels.
+    fs, _ = _floors(264, 0.07, 0.01)
+    idle = 9 * (0.013 - 0.0325 * 0.01) + 0.0325 * 9 + 0.085
+    np.testing.assert_allclose(fs[0], idle, rtol=1e-9)
+    alone, _ = _floors(1, 0.07, 0.01)
+    assert alone[0][-1] > idle + 0.03
+    # Busy grows to 1 as the pool fills: P(Poisson(n b) >= n).
+    from fleetopt_milp.engine_model import jsq_busy, jsq_reach
+
+    assert jsq_busy(np.array([264.0]), np.array([0.07]))[0] < 1e-100
+    assert jsq_busy(np.array([4.0]), np.array([50.0]))[0] == pytest.approx(1.0)
+    assert jsq_reach(np.array([1.0]), np.array([0.0]))[0] == 1.0
