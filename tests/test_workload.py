@@ -162,6 +162,7 @@ def test_builtin_names() -> None:
         "mooncake-conversation",
         "mooncake-synthetic",
         "sharegpt",
+        "sharegpt-vllm",
         "arxiv-summarization",
     }
     assert all(isinstance(d, str) and d for d in names.values())

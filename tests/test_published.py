@@ -1,0 +1,104 @@
+"""Published serving figures (benchmarks/published_serving.toml) and the sharegpt-vllm
+workload: the file parses with citations and existing profiles, a handful of predictions
+hold within 25% (analytical only), and the workload round-trips (docs/engine.md §5)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fleetopt_milp.hardware import load_catalog
+from fleetopt_milp.workload import workload_from_requests
+from fleetopt_milp.workload_files import data_dir, load_workload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_published",
+                                                  ROOT / "benchmarks" / "bench_published.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_published", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bench = _bench()
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return dict(load_catalog([]).profiles)
+
+
+@pytest.fixture(scope="module")
+def runs(catalog):
+    return {r.run_id: r for r in bench.load_runs(bench.FIGURES, catalog)}
+
+
+def test_every_figure_has_a_citation_and_a_calibrated_profile(runs, catalog):
+    assert len(runs) >= 7
+    for r in runs.values():
+        assert r.source.startswith("https://")
+        assert r.engine and r.gpu and r.setup
+        assert catalog[r.profile].source == "calibrated"
+        assert r.figures and set(r.figures) <= set(bench.METRICS)
+        assert all(v > 0 for v in r.figures.values())
+        if not r.hardware_match:  # the 40 GB A100 runs say so
+            assert "40GB" in r.gpu
+
+
+def test_a_malformed_entry_is_refused(tmp_path, catalog):
+    text = bench.FIGURES.read_text().replace('profile = "H100-Llama-3-8B-tp1-vllm"',
+                                             'profile = "H100-Llama-9-8B"', 1)
+    bad = tmp_path / "figures.toml"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match="Llama-9-8B"):
+        bench.load_runs(bad, catalog)
+
+
+@pytest.mark.parametrize("run_id,metric", [
+    ("vllm-ci-h100-70b-tp4-latency", "mean_latency_ms"),
+    ("vllm-ci-h100-8b-tp1-latency", "mean_latency_ms"),
+    ("surajssd-a100-40gb-tp8-qps1", "mean_tpot_ms"),
+    ("surajssd-a100-40gb-tp8-qps1", "median_tpot_ms"),
+])
+def test_predictions_within_25_percent(runs, catalog, run_id, metric):
+    run = runs[run_id]
+    got = bench.predict(run, catalog[run.profile])[metric]
+    assert got == pytest.approx(run.figures[metric], rel=0.25)
+
+
+def test_poisson_prediction_is_evaluate_at_the_run_rate(runs, catalog):
+    run = runs["surajssd-a100-40gb-tp8-qps4"]
+    pred = bench.predict(run, catalog[run.profile])
+    # TPOT grows with load; the output throughput of a stable run is rate x mean output.
+    low = bench.predict(runs["surajssd-a100-40gb-tp8-qps1"], catalog[run.profile])
+    assert pred["mean_tpot_ms"] > low["mean_tpot_ms"]
+    assert pred["output_throughput_tps"] == pytest.approx(4.0 * 212.2, rel=0.01)
+    assert 4.0 < pred["saturation_rps"] < 20.0
+
+
+def test_sharegpt_vllm_round_trips_from_its_source():
+    inp, out = bench.sharegpt_vllm_lengths(data_dir() / bench.SHAREGPT_SOURCE)
+    shipped = load_workload("sharegpt-vllm")
+    rebuilt = workload_from_requests(inp, out, name="x", source="x")
+    assert np.array_equal(shipped.input_tokens, rebuilt.input_tokens)
+    assert np.array_equal(shipped.output_tokens, rebuilt.output_tokens)
+    assert np.allclose(shipped.weights, rebuilt.weights)
+    assert shipped.mean_input_tokens == pytest.approx(202.0, abs=0.5)
+    assert shipped.mean_output_tokens == pytest.approx(179.0, abs=0.5)
+    assert shipped.max_total_tokens <= bench.MAX_TOTAL_TOKENS
+
+
+def test_rescaled_workload_hits_the_run_means():
+    wl = bench.rescaled(load_workload("sharegpt-vllm"), 213.3, 212.2)
+    assert wl.mean_input_tokens == pytest.approx(213.3, rel=0.01)
+    assert wl.mean_output_tokens == pytest.approx(212.2, rel=0.01)
+    same = bench.rescaled(load_workload("sharegpt-vllm"), None, None)
+    assert np.array_equal(np.sort(same.input_tokens),
+                          np.sort(load_workload("sharegpt-vllm").input_tokens))
