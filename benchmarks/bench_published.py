@@ -52,10 +52,9 @@ BURST_SEEDS = 16
 #: A TTFT SLO loose enough that no figure here depends on it (ms).
 LOOSE_SLO_MS = 60_000.0
 
-# benchmark_serving's ShareGPT filter and the vLLM blog's ShareGPT means (2024-09-05).
+# benchmark_serving's ShareGPT filter; the sharegpt-vllm lengths file and its source.
 SHAREGPT_SOURCE = "dataset_lengths_llama2/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
-SHAREGPT_VLLM = "dataset_lengths_llama2/sharegpt_vllm_bench_scaled_llama2.csv"
-VLLM_BLOG_MEANS = (202.0, 179.0)
+SHAREGPT_VLLM = "dataset_lengths_llama2/sharegpt_vllm_bench_llama2.csv"
 MIN_TOKENS, MAX_PROMPT_TOKENS, MAX_TOTAL_TOKENS = 4, 1024, 2048
 
 
@@ -118,19 +117,41 @@ def load_runs(path: Path = FIGURES, profiles: dict | None = None) -> list[Publis
 # ---------------------------------------------------------------------------------------
 
 
-def sharegpt_vllm_lengths(source: Path) -> tuple[np.ndarray, np.ndarray]:
-    """benchmark_serving's ShareGPT filter on a licensed lengths file, then the lengths
-    rescaled to the vLLM blog's means (prompt, output tokens), rounded, at least 1."""
+def length_quantiles(path: Path = FIGURES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``[workload]`` table of the figures file: quantile levels and the published
+    prompt and output lengths (tokens) at them."""
+    w = tomllib.loads(path.read_text())["workload"]
+    levels = np.asarray(w["levels"], dtype=float)
+    qi = np.asarray(w["input_quantiles"], dtype=float)
+    qo = np.asarray(w["output_quantiles"], dtype=float)
+    if not (levels[0] == 0 and levels[-1] == 1 and np.all(np.diff(levels) > 0)
+            and qi.size == qo.size == levels.size and np.all(np.diff(qi) >= 0)
+            and np.all(np.diff(qo) >= 0)):
+        raise ValueError(f"{path.name}: [workload] needs increasing levels from 0 to 1 and "
+                         "non-decreasing quantiles of the same length")
+    return levels, qi, qo
+
+
+def _mapped(values: np.ndarray, levels: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Each value replaced by the target quantile at its mid-rank (ties by order): the
+    marginal becomes the target's, the ranks (and so the joint ordering) stay."""
+    order = np.argsort(values, kind="stable")
+    u = np.empty(values.size)
+    u[order] = (np.arange(values.size) + 0.5) / values.size
+    return np.maximum(1, np.rint(np.interp(u, levels, quantiles))).astype(np.int64)
+
+
+def sharegpt_vllm_lengths(source: Path, path: Path = FIGURES) -> tuple[np.ndarray, np.ndarray]:
+    """benchmark_serving's ShareGPT filter on a licensed lengths file, then each side mapped
+    rank for rank onto the published length quantiles of the figures file's ``[workload]``."""
     with open(source, newline="") as f:
         rows = list(csv.DictReader(f))
     inp = np.array([int(r["num_prefill_tokens"]) for r in rows])
     out = np.array([int(r["num_decode_tokens"]) for r in rows])
     keep = ((inp >= MIN_TOKENS) & (out >= MIN_TOKENS) & (inp <= MAX_PROMPT_TOKENS)
             & (inp + out <= MAX_TOTAL_TOKENS))
-    inp, out = inp[keep], out[keep]
-    mi, mo = VLLM_BLOG_MEANS
-    return (np.maximum(1, np.rint(inp * mi / inp.mean())).astype(np.int64),
-            np.maximum(1, np.rint(out * mo / out.mean())).astype(np.int64))
+    levels, qi, qo = length_quantiles(path)
+    return _mapped(inp[keep], levels, qi), _mapped(out[keep], levels, qo)
 
 
 def write_sharegpt_vllm(directory: Path) -> Path:
@@ -271,8 +292,8 @@ def report(rows: list[dict], runs: list[PublishedRun], catalog: dict) -> str:
         "",
         table(match),
         "",
-        f"**Other GPU than the profile** (A100-SXM4-40GB runs predicted with the A100-80GB "
-        f"profile; not counted): within {TARGET:.0%} in {count(other)}.",
+        f"**Other GPU than the profile** (A100-SXM4-40GB and A100-80GB-PCIe runs predicted "
+        f"with the A100-80GB SXM profiles; not counted): within {TARGET:.0%} in {count(other)}.",
         "",
         table(other),
         "",
