@@ -9,7 +9,7 @@ the public API:
   ``single_pool_fleet``): median TTFT = ``fleet.ttft_ms.p50``, mean / median TPOT =
   ``fleet.tpot_ms.mean`` / ``.p50``;
 - ``burst`` runs (``--request-rate inf`` or an offline throughput run): the burst replay of
-  ``calibration.burst_prediction`` on ``BURST_SEEDS`` samples of the run's size from its
+  ``calibration.burst_prediction`` (its schedule and step times, with the engine's batch cap) on ``BURST_SEEDS`` samples of the run's size from its
   workload (mean of the predictions); request throughput = requests / replayed duration;
   ``saturation_rps`` of ``evaluate`` is shown beside it;
 - ``fixed-batch`` runs (vLLM ``benchmark_latency``): the same replay of the fixed batch; the
@@ -33,7 +33,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._results import md_table, write_section  # noqa: E402
-from fleetopt_milp.calibration import BenchmarkRun, burst_prediction  # noqa: E402
+from fleetopt_milp.calibration import (  # noqa: E402
+    DEFAULT_PREFILL_BUDGET_TOKENS,
+    replay_schedule,
+)
 from fleetopt_milp.evaluate import Slo, evaluate_fleet, single_pool_fleet  # noqa: E402
 from fleetopt_milp.hardware import Profile, load_catalog  # noqa: E402
 from fleetopt_milp.workload import Workload  # noqa: E402
@@ -191,14 +194,21 @@ def run_workload(run: PublishedRun) -> Workload:
 
 
 def _replay(profile: Profile, inp: np.ndarray, out: np.ndarray, offline: bool) -> dict:
-    n = inp.size
-    run = BenchmarkRun("sample", "", inp, out, np.ones(n), np.ones(n), 1.0)
-    p = burst_prediction(profile, run)
-    duration_s = float(out.sum()) / p.output_tokens_per_s
-    if offline:
-        duration_s -= profile.ttft_overhead_ms * 1e-3
-    return {"median_ttft_ms": p.median_ttft_ms, "median_tpot_ms": p.median_tpot_ms,
-            "request_throughput_rps": n / duration_s,
+    """The burst replay of ``calibration.burst_prediction`` (same schedule, same step
+    times), with the engine's batch cap ``max_slots`` (vLLM's ``max_num_seqs``, 256 by
+    default in these runs) instead of the replay's default of 1,024: it binds in bursts of
+    more than 256 requests. Offline runs have no HTTP server: no TTFT overhead."""
+    sch = replay_schedule(inp, out, DEFAULT_PREFILL_BUDGET_TOKENS, max_batch=profile.max_slots)
+    pf_ms = profile.prefill_ms_per_token
+    coef = np.array([profile.w_ms, profile.seq_ms, profile.h_ms / profile.calib_tokens, pf_ms])
+    t_ms = sch.cum_features @ coef
+    overhead_ms = 0.0 if offline else profile.ttft_overhead_ms
+    ttft = t_ms[sch.first_step + 1] + overhead_ms
+    two = out > 1
+    tpot = (t_ms[sch.last_step[two] + 1] - t_ms[sch.first_step[two] + 1]) / (out[two] - 1)
+    duration_s = (t_ms[-1] + overhead_ms) * 1e-3
+    return {"median_ttft_ms": float(np.median(ttft)), "median_tpot_ms": float(np.median(tpot)),
+            "request_throughput_rps": inp.size / duration_s,
             "output_throughput_tps": float(out.sum()) / duration_s,
             "mean_latency_ms": duration_s * 1e3}
 
@@ -239,6 +249,26 @@ def prefill_charge_ms(profile: Profile, wl: Workload) -> tuple[float, float]:
     model = float(wl.weights @ (k * (profile.h_ms + p * profile.chunk_tokens)))
     pro_rata = float(wl.weights @ (k * profile.h_ms + p * wl.input_tokens))
     return model, pro_rata
+
+
+def pro_rata_tpot_ms(profile: Profile, wl: Workload, rate_rps: float,
+                     pro_rata: bool = True) -> float | None:
+    """What-if (a diagnosis, not a prediction): the engine model's mean TPOT ``tau + g_bar``,
+    ``tau = W / (1 - lambda E[g])`` (docs/engine.md §2, one instance), with each prompt's
+    prefill charged pro rata (``H`` per chunk + ``p`` per token) instead of whole chunks.
+    ``pro_rata=False`` charges whole chunks as the engine model does (a cross-check).
+    ``None`` where that operating point is unstable."""
+    li = wl.input_tokens.astype(float)
+    lo = wl.output_tokens.astype(float)
+    k = np.ceil(li / profile.chunk_tokens)
+    a = k + lo
+    q = lo * li + lo * (lo + 1) / 2
+    prefill = li if pro_rata else k * profile.chunk_tokens
+    g = (k * profile.h_ms + profile.prefill_ms_per_token * prefill + profile.seq_ms * a
+         + profile.h_ms / profile.calib_tokens * q)
+    e_g, e_a = float(wl.weights @ g), float(wl.weights @ a)
+    load = rate_rps * e_g * 1e-3
+    return None if load >= 1 else profile.w_ms / (1 - load) + e_g / e_a
 
 
 def rows_for(runs: list[PublishedRun], catalog: dict) -> list[dict]:
@@ -283,7 +313,7 @@ def report(rows: list[dict], runs: list[PublishedRun], catalog: dict) -> str:
         "setup of each) predicted from the calibrated profiles, none of which was fitted on "
         "them. Poisson runs through `evaluate_fleet` (one instance, engine model, window "
         f"{WINDOW_TOKENS}); bursts and fixed batches through `calibration.burst_prediction` "
-        f"(bursts: mean over {BURST_SEEDS} samples of the run's size). Workload "
+        f"(with the batch cap `max_slots`; bursts: mean over {BURST_SEEDS} samples of the run's size). Workload "
         "`sharegpt-vllm`, rescaled to the run's own mean lengths where the source gives "
         "them. Error = predicted / published - 1.",
         "",
@@ -310,6 +340,19 @@ def report(rows: list[dict], runs: list[PublishedRun], catalog: dict) -> str:
                           f"{catalog[name].ttft_overhead_ms:.0f}"])
     lines.append(md_table(["profile", "model (ms)", "pro rata (ms)", "ratio",
                            "TTFT overhead (ms)"], prof_rows))
+    lines += ["", "What-if (diagnosis, not a prediction): the engine model's mean TPOT at the run's "
+              "rate with prefill charged pro rata instead of by whole chunks (same formulas "
+              "otherwise), against the published TPOT:", ""]
+    wif = []
+    for r in rows:
+        run = r["run"]
+        if run.kind != "poisson" or r["metric"] not in ("mean_tpot_ms", "median_tpot_ms"):
+            continue
+        got = pro_rata_tpot_ms(catalog[run.profile], run_workload(run), run.rate_rps)
+        wif.append([run.run_id, r["metric"], _fmt(r["published"]), _fmt(r["predicted"]),
+                    _fmt(got), "-" if got is None else f"{got / r['published'] - 1:+.0%}"])
+    lines.append(md_table(["run", "metric", "published", "engine model", "pro rata prefill",
+                           "error"], wif))
     lines += ["", "Repeat: `PYTHONPATH=. python benchmarks/bench_published.py`."]
     return "\n".join(lines)
 

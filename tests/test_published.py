@@ -112,3 +112,23 @@ def test_rescaled_workload_hits_the_run_means():
     same = bench.rescaled(load_workload("sharegpt-vllm"), None, None)
     assert np.array_equal(np.sort(same.input_tokens),
                           np.sort(load_workload("sharegpt-vllm").input_tokens))
+
+
+def test_what_if_formula_reproduces_the_engine_model_with_whole_chunks(runs, catalog):
+    # The diagnosis' what-if uses the engine model's formulas: with whole chunks it must
+    # give evaluate's mean TPOT; pro rata it is lower (less prefill in every step).
+    run = runs["sglang-vllm060-h100-70b-tp4-rps8"]
+    prof = catalog[run.profile]
+    wl = bench.run_workload(run)
+    model = bench.predict(run, prof)["mean_tpot_ms"]
+    assert bench.pro_rata_tpot_ms(prof, wl, run.rate_rps, pro_rata=False) == pytest.approx(
+        model, rel=1e-3)
+    assert bench.pro_rata_tpot_ms(prof, wl, run.rate_rps) < 0.6 * model
+
+
+def test_large_burst_is_capped_at_the_engine_batch(runs, catalog):
+    # 5,000 prompts at once: the replay runs at most max_slots (256) sequences per step.
+    run = runs["sglang-vllm060-h100-70b-tp4-offline"]
+    prof = catalog[run.profile]
+    got = bench.predict(run, prof)["request_throughput_rps"]
+    assert got == pytest.approx(run.figures["request_throughput_rps"], rel=0.25)
