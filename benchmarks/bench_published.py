@@ -232,13 +232,11 @@ def predict(run: PublishedRun, profile: Profile) -> dict:
         res["saturation_rps"] = evaluate_fleet(fleet, wl, 1.0, slo).saturation_rps
         return res
     ev = evaluate_fleet(fleet, wl, run.rate_rps, slo).to_dict()["fleet"]
-    res = {"median_ttft_ms": ev["ttft_ms"]["p50"], "mean_tpot_ms": ev["tpot_ms"]["mean"],
-           "median_tpot_ms": ev["tpot_ms"]["p50"], "saturation_rps": ev["saturation_rps"],
-           "mean_batch": ev["mean_batch"]}
-    if run.rate_rps < ev["saturation_rps"]:
-        res["request_throughput_rps"] = run.rate_rps
-        res["output_throughput_tps"] = run.rate_rps * wl.mean_output_tokens
-    return res
+    return {"median_ttft_ms": ev["ttft_ms"]["p50"], "mean_tpot_ms": ev["tpot_ms"]["mean"],
+            "median_tpot_ms": ev["tpot_ms"]["p50"], "saturation_rps": ev["saturation_rps"],
+            "mean_batch": ev["mean_batch"],
+            "request_throughput_rps": min(run.rate_rps, ev["saturation_rps"]),
+            "output_throughput_tps": ev["output_tokens_per_s"]}
 
 
 def prefill_charge_ms(profile: Profile, wl: Workload) -> tuple[float, float]:

@@ -84,7 +84,13 @@ class GroupEvaluation:
 
 @dataclass(frozen=True)
 class FleetEvaluation:
-    """:func:`evaluate_fleet`'s answer: per pool, for the fleet, and the two rates (req/s)."""
+    """:func:`evaluate_fleet`'s answer: per pool, for the fleet, and the two rates (req/s).
+
+    ``mean_output_tokens``: the served workload's mean output (tokens per request); the
+    fleet's output-token throughputs (tokens/s) follow from it: ``output_tokens_per_s`` at
+    the evaluated rate (``min(rate, saturation) x mean output``: beyond saturation the fleet
+    serves at capacity) and ``saturation_output_tokens_per_s``.
+    """
 
     workload: str
     rate_rps: float
@@ -95,11 +101,27 @@ class FleetEvaluation:
     max_rate_rps: float
     saturation_rps: float
     simulation: dict | None = field(default=None)
+    mean_output_tokens: float | None = None
+
+    @property
+    def output_tokens_per_s(self) -> float | None:
+        if self.mean_output_tokens is None:
+            return None
+        return min(self.rate_rps, self.saturation_rps) * self.mean_output_tokens
+
+    @property
+    def saturation_output_tokens_per_s(self) -> float | None:
+        if self.mean_output_tokens is None:
+            return None
+        return self.saturation_rps * self.mean_output_tokens
 
     def to_dict(self) -> dict:
         fleet = self.fleet.to_dict()
         fleet.update(max_rate_rps=_finite(self.max_rate_rps),
-                     saturation_rps=_finite(self.saturation_rps))
+                     saturation_rps=_finite(self.saturation_rps),
+                     output_tokens_per_s=_finite(self.output_tokens_per_s),
+                     saturation_output_tokens_per_s=_finite(
+                         self.saturation_output_tokens_per_s))
         out = {"schema": "fleetopt-evaluation/1", "workload": self.workload,
                "rate_rps": self.rate_rps, "service_model": self.service_model,
                "slo_ms": self.slo.ttft_ms, "percentile": self.slo.percentile,
@@ -290,8 +312,10 @@ def evaluate_fleet(fleet: FleetSpec, workload: Workload, rate_rps: float, slo: S
     if simulate is not None:
         sim = _simulated(fleet, workload, rate_rps, slo, simulate, n_requests, replications,
                          seed)
+    served = workload.with_paper_split() if fleet.paper_compat and workload.kind == "trace" \
+        else workload
     return FleetEvaluation(workload.name, float(rate_rps), service_model_name, slo, pools,
-                           total, max_rate, sat, sim)
+                           total, max_rate, sat, sim, float(served.mean_output_tokens))
 
 
 def _simulated(fleet: FleetSpec, workload: Workload, rate: float, slo: Slo, fidelity: str,

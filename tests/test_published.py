@@ -132,3 +132,21 @@ def test_large_burst_is_capped_at_the_engine_batch(runs, catalog):
     prof = catalog[run.profile]
     got = bench.predict(run, prof)["request_throughput_rps"]
     assert got == pytest.approx(run.figures["request_throughput_rps"], rel=0.25)
+
+
+def test_evaluate_reports_output_token_throughput():
+    from fleetopt_milp.evaluate import Slo, evaluate_fleet, single_pool_fleet
+
+    prof = dict(load_catalog([]).profiles)["H100-Llama-3-70B-tp4-vllm"]
+    wl = load_workload("sharegpt-vllm")
+    slo = Slo(60_000.0)
+    fleet = single_pool_fleet(prof, 1, 2048, slo)
+    ev = evaluate_fleet(fleet, wl, 4.0, slo)
+    f = ev.to_dict()["fleet"]
+    assert f["output_tokens_per_s"] == pytest.approx(4.0 * wl.mean_output_tokens)
+    assert f["saturation_output_tokens_per_s"] == pytest.approx(
+        ev.saturation_rps * wl.mean_output_tokens)
+    # beyond saturation the fleet serves at capacity
+    over = evaluate_fleet(fleet, wl, 2.0 * ev.saturation_rps, slo).to_dict()["fleet"]
+    assert over["output_tokens_per_s"] == pytest.approx(f["saturation_output_tokens_per_s"],
+                                                        rel=1e-3)
