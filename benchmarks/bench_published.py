@@ -310,8 +310,9 @@ def report(rows: list[dict], runs: list[PublishedRun], catalog: dict) -> str:
         "Published vLLM figures (`benchmarks/published_serving.toml`: source, engine, GPU, "
         "setup of each) predicted from the calibrated profiles, none of which was fitted on "
         "them. Poisson runs through `evaluate_fleet` (one instance, engine model, window "
-        f"{WINDOW_TOKENS}); bursts and fixed batches through `calibration.burst_prediction` "
-        f"(with the batch cap `max_slots`; bursts: mean over {BURST_SEEDS} samples of the run's size). Workload "
+        f"{WINDOW_TOKENS}); bursts and fixed batches through the burst replay of `calibration` "
+        f"(`replay_schedule` with `burst_prediction`'s step times, at the batch cap "
+        f"`max_slots`; bursts: mean over {BURST_SEEDS} samples of the run's size). Workload "
         "`sharegpt-vllm`, rescaled to the run's own mean lengths where the source gives "
         "them. Error = predicted / published - 1.",
         "",
