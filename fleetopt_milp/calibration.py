@@ -5,10 +5,13 @@ Two kinds of input, both reduced to rows of one linear model of engine time:
 - **Benchmark runs**: the result JSON of vLLM's ``benchmark_serving.py --save-result`` (SGLang's
   ``bench_serving`` writes the same shape) for a *burst* run (``request_rate`` = ``inf``:
   every request arrives at t = 0). The run is replayed through the engine's schedule
-  (:func:`replay_schedule`): prefill-first steps of up to ``prefill_budget_tokens`` prompt
-  tokens, then decode steps of the live batch. With every arrival at t = 0 the schedule does
-  not depend on the step times, so each request's TTFT and decode time are *linear* in the
-  step-time parameters; each gives one observation row.
+  (:func:`replay_schedule`): the server takes the burst in (``ingest_ms_per_request`` per
+  request, the whole burst queued before the engine's first step), then prefill-first steps of
+  up to ``prefill_budget_tokens`` prompt tokens, then decode steps of the live batch in groups
+  of ``scheduler_steps`` (vLLM's ``--num-scheduler-steps``). With the whole burst queued at
+  once the schedule does not depend on the step times, so each request's TTFT and decode time
+  are *linear* in the step-time parameters and the ingest time; each gives one observation
+  row.
 - **Engine steps**: a CSV with the header ``batch,context_tokens,prefill_tokens,step_ms`` (one
   engine iteration per row; ``batch`` decoding sequences reading ``context_tokens`` KV tokens
   in all, plus ``prefill_tokens`` prompt tokens; ``step_ms`` its duration).
@@ -41,13 +44,17 @@ import numpy as np
 from .errors import FleetOptError
 from .hardware import GpuSpec, LlmSpec, Profile, roofline_floor_ms, roofline_profile
 
-__all__ = ["BenchmarkRun", "StepTable", "Schedule", "CalibrationFit", "read_benchmark",
+__all__ = ["BenchmarkRun", "BenchmarkServer", "StepTable", "Schedule", "CalibrationFit",
+           "read_benchmark",
            "read_steps", "replay_schedule", "burst_prediction", "BurstPrediction",
            "calibrate", "profile_toml", "write_profile_toml", "token_compute_floor_ms"]
 
-#: Columns of the model: W, s, H / C_cal, t_pf (ms per unit), TTFT overhead (ms).
-_COLS = ("w", "seq", "kv", "pf", "overhead")
-DEFAULT_PREFILL_BUDGET_TOKENS = 8192
+#: Columns of the model: W, s, H / C_cal, t_pf (ms per unit), TTFT overhead (ms), the
+#: benchmark server's ingest time (ms per other request of the burst).
+_COLS = ("w", "seq", "kv", "pf", "overhead", "ingest")
+#: Prompt tokens of one prefill step in the replay: vLLM's default ``max_num_batched_tokens``
+#: without chunked prefill, ``max(max_model_len, 2048)``, at a ``--max-model-len`` <= 2048.
+DEFAULT_PREFILL_BUDGET_TOKENS = 2048
 #: The chunked-prefill step of calibrated profiles (vLLM's max_num_batched_tokens with
 #: chunked prefill), tokens.
 DEFAULT_CHUNK_TOKENS = 1024
@@ -79,6 +86,20 @@ class BenchmarkRun:
     ttft_s: np.ndarray
     decode_s: np.ndarray
     duration_s: float
+    itl_entries: int = 0
+
+    @property
+    def tokens_per_chunk(self) -> float:
+        """Output tokens after the first per streamed gap (1 when every token is streamed
+        alone; about 10 for vLLM's multi-step scheduling with 10 steps)."""
+        tokens = int(np.maximum(self.output_tokens - 1, 0).sum())
+        return tokens / self.itl_entries if self.itl_entries else 1.0
+
+    @property
+    def scheduler_steps(self) -> int:
+        """Decode steps per scheduler call of the measured engine, inferred from the tokens
+        per streamed chunk (vLLM streams a multi-step group's tokens together)."""
+        return max(1, int(round(self.tokens_per_chunk)))
 
     @property
     def served(self) -> np.ndarray:
@@ -155,6 +176,7 @@ def read_benchmark(path: str | Path) -> BenchmarkRun:
     if len(itls) != n:
         raise FleetOptError(f"{p}: field 'itls' has {len(itls)} entries, expected {n}")
     decode = np.zeros(n)
+    entries = 0
     for i, gaps in enumerate(itls):
         if not isinstance(gaps, list):
             raise FleetOptError(f"{p}: field 'itls' entry {i} must be a list of gaps (s)")
@@ -163,6 +185,7 @@ def read_benchmark(path: str | Path) -> BenchmarkRun:
             raise FleetOptError(f"{p}: field 'itls' entry {i} has {g.size} gaps for "
                                 f"{int(lout[i])} output tokens; the file is inconsistent")
         decode[i] = g.sum()
+        entries += g.size
     bad = np.flatnonzero((lout > 0) & (ttft <= 0))
     if bad.size:
         raise FleetOptError(f"{p}: field 'ttfts' is 0 for request {int(bad[0])}, which "
@@ -174,7 +197,7 @@ def read_benchmark(path: str | Path) -> BenchmarkRun:
     duration = float(_field(d, p, "duration", (int, float)))
     if not duration > 0:
         raise FleetOptError(f"{p}: field 'duration' must be positive, got {duration}")
-    return BenchmarkRun(str(p), _sha256(p), lin, lout, ttft, decode, duration)
+    return BenchmarkRun(str(p), _sha256(p), lin, lout, ttft, decode, duration, entries)
 
 
 @dataclass(frozen=True)
@@ -246,78 +269,131 @@ class Schedule:
 
 def replay_schedule(input_tokens, output_tokens,
                     prefill_budget_tokens: int = DEFAULT_PREFILL_BUDGET_TOKENS,
-                    max_batch: int = 1024, decode_steps_between: int = 0) -> Schedule:
-    """The schedule of a burst (all requests at t = 0, in index order) in a prefill-first
-    continuous-batching engine (vLLM's default scheduler without chunked prefill).
+                    max_batch: int = 1024, scheduler_steps: int = 1,
+                    queue_order=None, output_lag_steps: int = 0) -> Schedule:
+    """The schedule of a burst (all requests queued at once, in ``queue_order``, default the
+    index order) in a prefill-first continuous-batching engine (vLLM's default scheduler
+    without chunked prefill, docs/engine.md §3).
 
     While requests wait, a step prefills the next prompts in order up to
     ``prefill_budget_tokens`` tokens (at least one prompt) and ``max_batch`` running
     sequences; each prefilled request gets its first token at the end of that step (a
-    request of 0 output tokens leaves then). Otherwise a step decodes one token for every
-    running sequence, reading its prompt plus the tokens generated so far. KV capacity is
-    assumed to hold the burst (docs/engine.md §3).
+    request of 0 output tokens leaves then). Otherwise the running sequences decode in a
+    group of ``scheduler_steps`` steps (vLLM's multi-step scheduling): every step decodes one
+    token for each of them, reading its prompt plus the tokens generated so far, and the
+    group's tokens reach the client at its end, where the finished sequences leave (a
+    sequence that finishes inside a group stays in its steps to the end). With
+    ``output_lag_steps`` = 1 a prefill step's first tokens reach the client at the end of the
+    next step (vLLM's asynchronous output processing handles a step's outputs while the next
+    one runs). KV capacity is assumed to hold the burst.
     """
+    if scheduler_steps < 1:
+        raise FleetOptError(f"scheduler_steps {scheduler_steps}: must be >= 1")
     lin = np.asarray(input_tokens, dtype=np.int64)
     lout = np.asarray(output_tokens, dtype=np.int64)
     n = lin.size
+    queue = np.arange(n) if queue_order is None else np.asarray(queue_order, dtype=np.int64)
+    if queue.shape != (n,) or not np.array_equal(np.sort(queue), np.arange(n)):
+        raise FleetOptError("queue_order must be a permutation of the request indices")
     first = np.full(n, -1, dtype=np.int64)
     last = np.full(n, -1, dtype=np.int64)
     feats: list[tuple[float, float, float, float]] = []
     gen = np.zeros(n, dtype=np.int64)
     running: list[int] = []
     nxt = 0
-    since = decode_steps_between
     while nxt < n or running:
-        if nxt < n and len(running) < max_batch and (since >= decode_steps_between
-                                                     or not running):
-            since = 0
+        if nxt < n and len(running) < max_batch:
             tokens, seqs, step = 0, 0, len(feats)
             while nxt < n and len(running) < max_batch and (
-                    tokens == 0 or tokens + lin[nxt] <= prefill_budget_tokens):
-                tokens += int(lin[nxt])
+                    tokens == 0 or tokens + lin[queue[nxt]] <= prefill_budget_tokens):
+                r = int(queue[nxt])
+                tokens += int(lin[r])
                 seqs += 1
-                if lout[nxt] > 0:
-                    first[nxt] = step
-                    gen[nxt] = 1
-                    if lout[nxt] == 1:
-                        last[nxt] = step
+                if lout[r] > 0:
+                    first[r] = step
+                    gen[r] = 1
+                    if lout[r] == 1:
+                        last[r] = step
                     else:
-                        running.append(nxt)
+                        running.append(r)
                 nxt += 1
             feats.append((1.0, float(seqs), 0.0, float(tokens)))
             continue
-        since += 1
         idx = np.asarray(running)
-        ctx = float(np.sum(lin[idx] + gen[idx]))
-        step = len(feats)
-        feats.append((1.0, float(idx.size), ctx, 0.0))
-        gen[idx] += 1
+        for _ in range(scheduler_steps):
+            feats.append((1.0, float(idx.size), float(np.sum(lin[idx] + gen[idx])), 0.0))
+            gen[idx] += 1
         done = gen[idx] >= lout[idx]
-        last[idx[done]] = step
+        last[idx[done]] = len(feats) - 1
         running = [int(r) for r in idx[~done]]
     cum = np.vstack([np.zeros((1, 4)), np.cumsum(np.asarray(feats), axis=0)])
+    if output_lag_steps:  # a prefill step's first tokens reach the client steps later
+        nsteps = len(feats)
+        has = first >= 0
+        first = np.where(has, np.minimum(first + output_lag_steps, nsteps - 1), first)
+        last = np.where(has, np.maximum(last, first), last)
     return Schedule(cum, first, last)
 
 
-def _run_rows(run: BenchmarkRun, budget: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class BenchmarkServer:
+    """How the measured server fed and scheduled a burst (docs/engine.md §3).
+
+    ``ingest_ms_per_request``: the time the server (HTTP, tokenizer, hand-off to the engine)
+    takes per request of a burst: the engine's first step starts after it has taken in the
+    other ``N - 1`` requests, so every TTFT of a burst of ``N`` carries ``ingest (N - 1)``
+    (a lone request's own ingest is part of ``ttft_overhead_ms``).
+    ``scheduler_steps``: decode steps per scheduler call (vLLM ``--num-scheduler-steps``);
+    ``prefill_budget_tokens``: prompt tokens per prefill step; ``output_lag_steps``: steps
+    between a prefill step and the client's first token (1 with asynchronous output
+    processing). These describe the benchmark's server, not the step costs a plan uses;
+    the calibrated profile's ``ttft_overhead_ms`` counts the output lag at an idle engine
+    (``output_lag_steps`` weight reads ``W``), a real cost of every first token.
+    """
+
+    ingest_ms_per_request: float = 0.0
+    scheduler_steps: int = 1
+    prefill_budget_tokens: int = DEFAULT_PREFILL_BUDGET_TOKENS
+    output_lag_steps: int = 0
+
+
+def measured_queue_order(run: BenchmarkRun) -> np.ndarray:
+    """The order in which the measured server prefilled a burst's requests: by measured TTFT,
+    each empty completion (no TTFT) right after the served request before it in index order
+    (the servers take a burst in runs of consecutive requests). Used only to fit."""
+    served = run.served
+    key = np.where(served, run.ttft_s, np.inf)
+    prev = np.maximum.accumulate(np.where(served, np.arange(key.size), -1))
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(served, np.arange(key.size),
+                                                         key.size))))
+    donor = np.where(prev >= 0, prev, np.minimum(nxt, key.size - 1))
+    key = np.where(served, key, key[donor] if served.any() else 0.0)
+    return np.lexsort((np.arange(key.size), key))
+
+
+def _run_rows(run: BenchmarkRun, budget: int, lag: int) -> tuple[np.ndarray, np.ndarray]:
     """Observation rows (feature vectors over :data:`_COLS`, observed ms) of one run: each
-    served request's TTFT and (if it has >= 2 tokens) its decode time."""
-    sch = replay_schedule(run.input_tokens, run.output_tokens, budget)
+    served request's TTFT and (if it has >= 2 tokens) its decode time, replayed in the
+    measured queue order (:func:`measured_queue_order`)."""
+    sch = replay_schedule(run.input_tokens, run.output_tokens, budget,
+                          scheduler_steps=run.scheduler_steps,
+                          queue_order=measured_queue_order(run), output_lag_steps=lag)
+    others = float(run.input_tokens.size - 1)
     rows, obs = [], []
     for i in np.flatnonzero(run.served):
         f = sch.cum_features[sch.first_step[i] + 1]
-        rows.append([*f, 1.0])
+        rows.append([*f, 1.0, others])
         obs.append(run.ttft_s[i] * 1e3)
         if run.output_tokens[i] > 1 and run.decode_s[i] > 0:
             d = sch.cum_features[sch.last_step[i] + 1] - f
-            rows.append([*d, 0.0])
+            rows.append([*d, 0.0, 0.0])
             obs.append(run.decode_s[i] * 1e3)
-    return np.asarray(rows, dtype=float).reshape(-1, 5), np.asarray(obs, dtype=float)
+    return np.asarray(rows, dtype=float).reshape(-1, len(_COLS)), np.asarray(obs, dtype=float)
 
 
 def _step_rows(t: StepTable) -> tuple[np.ndarray, np.ndarray]:
     x = np.column_stack([np.ones_like(t.batch), t.batch, t.context_tokens, t.prefill_tokens,
-                         np.zeros_like(t.batch)])
+                         np.zeros_like(t.batch), np.zeros_like(t.batch)])
     return x, t.step_ms
 
 
@@ -338,7 +414,10 @@ class CalibrationFit:
     ``eta_*``: fitted efficiencies of the weight read (W), per-sequence decode compute (s),
     KV read (H) and prefill compute (t_pf) against their peak floors; ``ttft_overhead_ms``;
     ``residuals``: relative residuals (model / observed - 1) of every observation;
-    ``kv_fitted``: whether ``eta_kv`` was fitted (else it equals ``eta_w``).
+    ``kv_fitted``: whether ``eta_kv`` was fitted (else it equals ``eta_w``); ``server``: the
+    measured benchmark server's ingest time (fitted from bursts of two or more sizes, else
+    0), scheduler steps and prefill budget (:class:`BenchmarkServer`), which the profile
+    records in its notes only.
     """
 
     profile: Profile
@@ -350,6 +429,7 @@ class CalibrationFit:
     prefill_ms_per_token: float
     residuals: np.ndarray
     kv_fitted: bool
+    server: BenchmarkServer = BenchmarkServer()
 
     @property
     def median_abs_error(self) -> float:
@@ -361,17 +441,18 @@ class CalibrationFit:
 
 
 def _solve(x: np.ndarray, y: np.ndarray, scale: np.ndarray, free: np.ndarray,
-           fixed: np.ndarray) -> np.ndarray:
+           fixed: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
     """Robust fit of ``y ~ x @ (scale * u)`` on relative residuals; ``u`` = reciprocal
-    efficiencies (>= 1) and the overhead (>= 0, ``scale`` 1). ``fixed`` holds the values of
-    the columns not ``free``."""
+    efficiencies (>= 1), the overhead and the ingest time (>= 0, ``scale`` 1). ``fixed``
+    holds the values of the columns not ``free``."""
     from scipy.optimize import least_squares
 
     xs = x * scale
     base = xs[:, ~free] @ fixed[~free]
-    a = xs[:, free] / y[:, None]
-    b = 1.0 - base / y
-    lo = np.where(np.array(_COLS)[free] == "overhead", 0.0, 1.0)
+    wt = np.ones_like(y) if weight is None else weight
+    a = xs[:, free] / y[:, None] * wt[:, None]
+    b = (1.0 - base / y) * wt
+    lo = np.where(np.isin(np.array(_COLS)[free], ("overhead", "ingest")), 0.0, 1.0)
     # Start from ordinary least squares clipped into the bounds.
     u0 = np.maximum(np.linalg.lstsq(a, b, rcond=None)[0], lo) + 1e-6
     res = least_squares(lambda u: a @ u - b, u0, bounds=(lo, np.inf), loss="soft_l1",
@@ -384,15 +465,20 @@ def _solve(x: np.ndarray, y: np.ndarray, scale: np.ndarray, free: np.ndarray,
 def calibrate(runs: Sequence[BenchmarkRun], steps: Sequence[StepTable], gpu: GpuSpec,
               model: LlmSpec, tp: int, name: str, *,
               prefill_budget_tokens: int = DEFAULT_PREFILL_BUDGET_TOKENS,
+              output_lag_steps: int = 0,
               chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
               memory_utilization: float = 0.9, max_slots: int = 256,
               citation: str = "") -> CalibrationFit:
     """Fit a ``source = "calibrated"`` profile of ``model`` on ``tp`` x ``gpu`` (docs/engine.md §3).
 
     KV capacity, blocks and the batch cap come from :func:`roofline_profile` (at
-    ``memory_utilization``); W, s, H, the per-token prefill compute ``t_pf`` and the TTFT
-    overhead from the fit. ``prefill_budget_tokens`` is the measured engine's prefill step
-    (for the replay); ``chunk_tokens`` the chunked-prefill step of the engine planned for
+    ``memory_utilization``); W, s, H, the per-token prefill compute ``t_pf``, the TTFT
+    overhead and the benchmark server's ingest time from the fit (each input weighs the
+    same). ``prefill_budget_tokens`` is the measured engine's prefill step and
+    ``output_lag_steps`` its first-token lag (for the replay, :class:`BenchmarkServer`); the
+    decode steps per scheduler call come from the runs themselves
+    (:attr:`BenchmarkRun.scheduler_steps`); ``chunk_tokens`` the chunked-prefill step of the
+    engine planned for
     (the profile's chunk: each adds ``H + t_pf chunk`` to the step it shares). Raises
     :class:`FleetOptError` when the inputs cannot identify the decode step.
     """
@@ -402,29 +488,38 @@ def calibrate(runs: Sequence[BenchmarkRun], steps: Sequence[StepTable], gpu: Gpu
                             max_slots=max_slots, name=name)
     w_floor, h_floor = roofline_floor_ms(base, gpu, model)
     c_floor = token_compute_floor_ms(model, gpu, tp)
-    blocks = [_run_rows(r, prefill_budget_tokens) for r in runs] + [_step_rows(t) for t in steps]
+    blocks = ([_run_rows(r, prefill_budget_tokens, output_lag_steps) for r in runs]
+              + [_step_rows(t) for t in steps])
     x = np.vstack([b[0] for b in blocks])
     y = np.concatenate([b[1] for b in blocks])
+    # Each input weighs the same whatever its size: a row's weight is 1 / sqrt(rows of its
+    # kind (TTFT, decode time, step) in its input), so one large burst does not decide the fit.
+    weight = np.concatenate([
+        1.0 / np.sqrt(np.where(b[0][:, 4] > 0, max((b[0][:, 4] > 0).sum(), 1),
+                               max((b[0][:, 4] == 0).sum(), 1))) for b in blocks])
     keep = y > 0
-    x, y = x[keep], y[keep]
+    x, y, weight = x[keep], y[keep], weight[keep] / weight[keep].mean()
     decode_rows = (x[:, 1] > 0).sum()
     if decode_rows < 2 or np.ptp(x[:, 1] / np.maximum(x[:, 0], 1)) == 0:
         raise FleetOptError("calibrate: the inputs hold too few decode observations at "
                             "different batch sizes to separate W from the per-sequence cost; "
                             "add runs at other concurrencies")
     kv_fitted = bool(steps) and np.ptp(x[:, 2] / np.maximum(x[:, 0], 1)) > 0
-    scale = np.array([w_floor, c_floor, h_floor / base.calib_tokens, c_floor, 1.0])
+    scale = np.array([w_floor, c_floor, h_floor / base.calib_tokens, c_floor, 1.0, 1.0])
     # Unidentified columns keep neutral values: no prefill rows -> roofline chunk rate;
-    # no TTFT rows -> no overhead.
-    free = np.array([True, True, kv_fitted, bool(np.any(x[:, 3] > 0)), bool(np.any(x[:, 4]))])
-    fixed = np.array([1.0, 1.0, 1.0, 1.0, 0.0])
+    # no TTFT rows -> no overhead; bursts of one size -> no ingest time (it would be
+    # collinear with the overhead).
+    ttft_rows = x[:, 4] > 0
+    free = np.array([True, True, kv_fitted, bool(np.any(x[:, 3] > 0)), bool(np.any(ttft_rows)),
+                     bool(np.ptp(x[ttft_rows, 5]) > 0) if ttft_rows.any() else False])
+    fixed = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
     if not kv_fitted:  # H shares W's bandwidth efficiency: fold its column into W's
         x = x.copy()
         x[:, 0] += x[:, 2] * scale[2] / scale[0]
         x[:, 2] = 0.0
     if not free[3]:
         fixed[3] = 1.0 / UNIDENTIFIED_PREFILL_EFFICIENCY
-    u = _solve(x, y, scale, free, fixed)
+    u = _solve(x, y, scale, free, fixed, weight)
     if not kv_fitted:
         u[2] = u[0]
     eta = 1.0 / u[:4]
@@ -433,21 +528,31 @@ def calibrate(runs: Sequence[BenchmarkRun], steps: Sequence[StepTable], gpu: Gpu
     pf_ms = float(c_floor * u[3])
     pred = (x * scale) @ u
     residuals = pred / y - 1.0
+    # Every first token pays the output lag: at an idle engine, one weight read W per step.
+    overhead_ms = float(u[4]) + (output_lag_steps * w_ms if runs else 0.0)
+    sched = sorted({r.scheduler_steps for r in runs})
+    server = BenchmarkServer(float(u[5]), sched[-1] if sched else 1, prefill_budget_tokens,
+                             output_lag_steps)
+    bench = (f"; benchmark server (not used in planning): ingest {server.ingest_ms_per_request:.2f} "
+             f"ms per request{'' if free[5] else ' (not identified)'}, "
+             f"{'/'.join(map(str, sched))} decode steps per scheduler call, "
+             f"{prefill_budget_tokens}-token prefill steps, first tokens {output_lag_steps} "
+             "step(s) late" if runs else "")
     prof = replace(
         base, w_ms=w_ms, h_ms=h_ms, seq_ms=seq_ms, chunk_tokens=chunk_tokens,
-        prefill_ms_per_token=pf_ms, ttft_overhead_ms=float(u[4]), source="calibrated",
+        prefill_ms_per_token=pf_ms, ttft_overhead_ms=overhead_ms, source="calibrated",
         citation=citation or "fleetopt calibrate (docs/engine.md section 3)",
         notes=(f"efficiencies against peak: weight read {eta[0]:.3f}, decode compute per "
                f"sequence {eta[1]:.3f}, KV read {eta[2]:.3f}"
                f"{'' if kv_fitted else ' (= weight read, not identified)'}, prefill compute "
                f"{eta[3]:.3f}{'' if free[3] else ' (not identified: assumed)'}; block and "
-               f"slot limits from the roofline at {memory_utilization:.0%} of HBM"),
+               f"slot limits from the roofline at {memory_utilization:.0%} of HBM{bench}"),
         inputs_sha256=tuple([r.sha256 for r in runs] + [t.sha256 for t in steps]),
         fit_median_error=float(np.median(np.abs(residuals))),
         fit_p90_error=float(np.quantile(np.abs(residuals), 0.9)),
         fit_observations=int(y.size))
     return CalibrationFit(prof, float(eta[0]), float(eta[1]), float(eta[2]), float(eta[3]),
-                          float(u[4]), float(pf_ms), residuals, kv_fitted)
+                          overhead_ms, float(pf_ms), residuals, kv_fitted, server)
 
 
 # ---------------------------------------------------------------------------------------
@@ -466,26 +571,33 @@ class BurstPrediction:
 
 
 def burst_prediction(profile: Profile, run: BenchmarkRun,
-                     prefill_budget_tokens: int = DEFAULT_PREFILL_BUDGET_TOKENS
-                     ) -> BurstPrediction:
+                     server: BenchmarkServer = BenchmarkServer()) -> BurstPrediction:
     """Replay ``run``'s requests (lengths only, never its timings) through
-    :func:`replay_schedule` with ``profile``'s step times.
+    :func:`replay_schedule` with ``profile``'s step times and ``server``'s prefill budget,
+    scheduler steps and ingest time (docs/engine.md §3).
 
     A prefill step costs ``W + s n + t_pf * tokens`` (``t_pf`` = the profile's
     ``prefill_ms_per_token``, or for profiles without one ``t_iter(1, C_cal) / chunk``); a
-    decode step ``W + s n + H * context / C_cal``; each TTFT adds ``ttft_overhead_ms``.
+    decode step ``W + s n + H * context / C_cal``; each TTFT adds ``ttft_overhead_ms`` and the
+    ingest of the burst's other requests, ``ingest_ms_per_request (N - 1)``. The replay times
+    the output lag's steps itself, so the lag the overhead counts (``output_lag_steps W``,
+    :class:`BenchmarkServer`) is taken back out of it.
     """
-    sch = replay_schedule(run.input_tokens, run.output_tokens, prefill_budget_tokens)
+    sch = replay_schedule(run.input_tokens, run.output_tokens, server.prefill_budget_tokens,
+                          scheduler_steps=server.scheduler_steps,
+                          output_lag_steps=server.output_lag_steps)
     pf_ms = profile.prefill_ms_per_token or (
         float(profile.iter_time_s(1, profile.calib_tokens)) * 1e3 / profile.chunk_tokens)
     coef = np.array([profile.w_ms, profile.seq_ms, profile.h_ms / profile.calib_tokens, pf_ms])
+    start_ms = (max(profile.ttft_overhead_ms - server.output_lag_steps * profile.w_ms, 0.0)
+                + server.ingest_ms_per_request * (run.input_tokens.size - 1))
     t_ms = sch.cum_features @ coef
     served = run.served
-    ttft = t_ms[sch.first_step[served] + 1] + profile.ttft_overhead_ms
+    ttft = t_ms[sch.first_step[served] + 1] + start_ms
     two = served & (run.output_tokens > 1)
     tpot = (t_ms[sch.last_step[two] + 1] - t_ms[sch.first_step[two] + 1]) / (
         run.output_tokens[two] - 1)
-    duration_s = (t_ms[-1] + profile.ttft_overhead_ms) * 1e-3
+    duration_s = (t_ms[-1] + start_ms) * 1e-3
     return BurstPrediction(float(np.median(tpot)), float(np.median(ttft)),
                            float(run.output_tokens.sum() / duration_s))
 
