@@ -166,7 +166,7 @@ def _preempt_longest(j, t, base, n, sl, free_blk, q_head, q_tail, nxt, dec, held
 @njit(cache=True, inline="always")
 def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nxt, iter_end,
               dec, admit_t, first_admit, held, preempted, lin, lout, max_batch, block_tokens,
-              w_s, h_s, calib_tokens, seq_s, pf_s, mac_m, mac_t0, mac_ctx0,
+              w_s, hc_s, seq_s, pf_s, pt_s, chunk_tokens, mac_m, mac_t0, mac_ctx0,
               macro):  # pragma: no cover
     """Schedule instance ``j``'s next event at time ``t`` and set ``iter_end[j]``.
 
@@ -175,9 +175,11 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
     2. Admission from the head of the queue (FCFS) while the batch is below its cap and the
        free blocks hold the whole prompt (prompt + generated tokens after a preemption);
        none in an iteration that preempted unless the batch is empty.
-    3. ``iter_end = t + W + s n + P n_prefill + H sum_decode (kv + 1) / C_cal``;
-       ``inf`` if idle (``s`` = the profile's per-sequence cost; ``P`` = a chunk's cost, ``H``
-       plus its compute; both beyond ``H`` are 0 unless calibrated).
+    3. ``iter_end = t + W + s n + P n_prefill + p x_prefill + H sum_decode (kv + 1) / C_cal``;
+       ``inf`` if idle (``s`` = the profile's per-sequence cost; ``P`` = a chunk's fixed cost,
+       ``H``; ``p`` = the compute per prompt token and ``x_prefill`` the prompt tokens the
+       step's chunks carry, at most ``chunk`` each: prefill charged pro rata; ``s`` and
+       ``p`` are 0 unless calibrated).
     4. Macro-step (``macro``): when every sequence decodes, the next ``m`` iterations are
        known in closed form - iteration ``i`` costs ``W + H (ctx0 + i n) / C_cal`` - up to
        the first completion, so the event covers ``m`` iterations (``mac_m[j]``) if the
@@ -191,7 +193,9 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
     bt = block_tokens[a]
     base = run_off[j]
     n = n_run[j]
+    ch = chunk_tokens[a]
     npf = 0
+    pft = 0
     ctx = 0
     short = 0
     for i in range(base, base + n):
@@ -205,6 +209,7 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
             ctx += sl[KV, i] + 1
         else:
             npf += 1
+            pft += min(ch, sl[TGT, i] - sl[KV, i])
     preempted_now = short > 0
     while short > 0:
         n = _preempt_longest(j, t, base, n, sl, free_blk, q_head, q_tail, nxt, dec, held,
@@ -219,12 +224,14 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
                     short += 1
     if preempted_now:
         npf = 0
+        pft = 0
         ctx = 0
         for i in range(base, base + n):
             if sl[KV, i] >= sl[TGT, i]:
                 ctx += sl[KV, i] + 1
             else:
                 npf += 1
+                pft += min(ch, sl[TGT, i] - sl[KV, i])
     if (not preempted_now) or n == 0:
         cap = max_batch[a]
         while n < cap and q_head[j] >= 0:
@@ -250,6 +257,7 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
             sl[LOUT, k] = lout[r]
             n += 1
             npf += 1
+            pft += min(ch, tgt)
     n_run[j] = n
     mac_m[j] = 1
     if n == 0:
@@ -267,9 +275,9 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
                 grow += max(0, _ceil_div(sl[KV, i] + m, bt) - sl[BLK, i])
             if grow > free_blk[j]:
                 m = 1
-    hc = h_s[a] / calib_tokens[a]
+    hc = hc_s[a]
     if m == 1:
-        iter_end[j] = t + w_s[a] + seq_s[a] * n + pf_s[a] * npf + hc * ctx
+        iter_end[j] = t + w_s[a] + seq_s[a] * n + pf_s[a] * npf + pt_s[a] * pft + hc * ctx
     else:
         mac_m[j] = m
         mac_t0[j] = t
@@ -306,7 +314,7 @@ def _macro_cut(j, ta, mac_m, mac_t0, mac_ctx0, n_run, inst_alloc, iter_end, w_s,
 
 @njit(cache=True)
 def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_blocks,
-               block_tokens, chunk_tokens, w_s, h_s, calib_tokens, seq_s, pf_s,
+               block_tokens, chunk_tokens, w_s, h_s, calib_tokens, seq_s, pf_s, pt_s,
                macro=True):  # pragma: no cover
     """Continuous batching per instance (the ``engine`` fidelity, docs/model.md §2).
 
@@ -315,17 +323,18 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
     instances ``inst_off[a]:inst_off[a] + inst_count[a]``, batch cap ``max_batch``, KV
     budget ``kv_blocks`` of ``block_tokens``, prefill ``chunk_tokens``, ``w_s`` = W (s),
     ``h_s`` = H (s) at ``calib_tokens`` context, ``seq_s`` = s (s per decoding sequence),
-    ``pf_s`` = P (s per prefill chunk in a step: ``H`` plus the chunk's compute).
+    ``pf_s`` = P (s per prefill chunk in a step, ``H``), ``pt_s`` = p (s per prompt token
+    a chunk carries: prefill charged pro rata).
 
     Rules (documented in :mod:`fleetopt_milp.simulator`):
 
     - dispatch at arrival to the allocation's instance with the fewest outstanding requests
       (running + waiting; ties to the lowest index), FCFS queue per instance; an idle
       instance starts at the arrival, with every request arriving at that instant;
-    - an iteration's time is ``W + s n + P n_prefill + H sum_decode (kv + 1) / C_cal``: a
-      prefilling sequence costs one calibration context per chunk, as the prefill model
-      ``T_pf = ceil(L_in / chunk) (t_iter(1, C_cal) + chunk compute)``; a decoding one its
-      live context;
+    - an iteration's time is ``W + s n + P n_prefill + p x_prefill + H sum_decode (kv + 1)
+      / C_cal``: a prefilling sequence costs one calibration context per chunk plus the
+      compute of the prompt tokens its chunk carries (``x_prefill`` in all, at most
+      ``chunk`` each); a decoding one its live context;
     - a prefilling sequence advances ``chunk`` tokens per iteration; its first token is
       out at the end of the iteration that completes its prefill; then one token per
       iteration until ``lout`` tokens (``ceil(L_in / chunk) + L_out`` iterations in all);
@@ -339,6 +348,7 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
     """
     n = arrival.shape[0]
     n_alloc = inst_count.shape[0]
+    hc_s = h_s / calib_tokens  # H per KV token read (s)
     ni = 0
     for a in range(n_alloc):
         ni = max(ni, inst_off[a] + inst_count[a])
@@ -437,8 +447,8 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
             n_run[j] = cnt
             _schedule(j, tm, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nxt,
                       iter_end, dec, admit_t, first_admit, held, preempted, lin, lout,
-                      max_batch, block_tokens, w_s, h_s, calib_tokens, seq_s, pf_s, mac_m,
-                      mac_t0, mac_ctx0, macro)
+                      max_batch, block_tokens, w_s, hc_s, seq_s, pf_s, pt_s, chunk_tokens,
+                      mac_m, mac_t0, mac_ctx0, macro)
             _tree_fix(tree, iter_end, leaves, j)
         else:
             r = i_arr

@@ -39,7 +39,8 @@ class Moments:
     What the engine service model needs (docs/engine.md §2): iters = sum p a and iters2 =
     sum p a^2 (steps in the batch); step_cost_s = sum p g (s; ``g`` = the step time a
     request adds over its life); kv_token_steps = sum p kv (KV tokens held, summed over
-    its steps); chunks = sum p k (prefill chunks).
+    its steps); chunks = sum p k (prefill chunks); prefill_tokens = sum p L_in (prompt
+    tokens prefilled).
     """
 
     mass: np.ndarray
@@ -51,6 +52,7 @@ class Moments:
     step_cost_s: np.ndarray
     kv_token_steps: np.ndarray
     chunks: np.ndarray
+    prefill_tokens: np.ndarray
 
     def _map(self, op, other=None) -> Moments:
         """``op`` applied field by field (with ``other``'s matching field if given)."""
@@ -121,17 +123,18 @@ class MomentTable:
         # re-times the chunks at its operating point, docs/engine.md §2).
         self.floor_chunks = np.concatenate([np.arange(kmax + 1), np.arange(kmax + 1)])
         self.floor_added_s = np.repeat([0.0, self.compression_latency_s], kmax + 1)
-        # Engine features per class: the step time it adds over its life, g = (H + chunk
-        # compute) k + s a + (H / C_cal) Q, and the KV it holds, kv = k L_in + Q, with
+        # Engine features per class: the step time it adds over its life, g = H k + p L_in
+        # + s a + (H / C_cal) Q (each prefill chunk reads the KV once and computes its own
+        # tokens: pro rata, docs/engine.md §2), and the KV it holds, kv = k L_in + Q, with
         # Q = L_out L_in + L_out (L_out + 1) / 2 (a decoding sequence reads its context plus
-        # the new token; docs/engine.md §2).
+        # the new token).
         h_s, s_s = profile.h_ms * 1e-3, profile.seq_ms * 1e-3
-        pf_s = (profile.h_ms + profile.chunk_compute_ms) * 1e-3
+        pt_s = profile.prefill_ms_per_token * 1e-3
         hc_s = h_s / profile.calib_tokens
 
         def engine_feats(k_, lin_, lout_):
             q = lout_ * lin_ + lout_ * (lout_ + 1) / 2.0
-            return pf_s * k_ + s_s * (k_ + lout_) + hc_s * q, k_ * lin_ + q
+            return h_s * k_ + pt_s * lin_ + s_s * (k_ + lout_) + hc_s * q, k_ * lin_ + q
 
         # Segment of each class between consecutive cuts: class with L in (cuts[j-1], cuts[j]]
         # has seg = j; prefix at cut j = sum over classes with seg <= j.
@@ -139,7 +142,7 @@ class MomentTable:
         nseg = cuts.size + 1
         g_eng, kv_eng = engine_feats(k.astype(float), lin.astype(float), lout.astype(float))
         feats = np.stack([p, p * a, p * a * ltot, p * a * a, p * a * a * ltot,
-                          p * a * a * ltot * ltot, p * g_eng, p * kv_eng, p * k])
+                          p * a * a * ltot * ltot, p * g_eng, p * kv_eng, p * k, p * lin])
         nfeat = feats.shape[0]
         sums = np.zeros((nfeat, nseg))
         for i in range(nfeat):
@@ -158,7 +161,8 @@ class MomentTable:
         ie = np.searchsorted(cuts, band_ends)
         self._band_plain = (self._prefix[:, ie] - self._prefix[:, ib][:, :, None]).transpose(1, 2, 0)
         self._band_plain_floor = self._floor_prefix[ie] - self._floor_prefix[ib][:, None, :]
-        self._band_comp = np.zeros((nB, nG, 6))  # sum p, p a', p a'^2, p g', p kv', p k'
+        self._band_comp = np.zeros((nB, nG, 7))  # sum p, p a', p a'^2, p g', p kv', p k',
+        # p L_in'
 
         self._band_comp_floor = np.zeros((nB, nG, nf))
         starts = np.searchsorted(ltot, b, side="right")
@@ -184,7 +188,8 @@ class MomentTable:
             pa = pp * ac
             gc, kvc = engine_feats(kc.astype(float), (bb - lo_out).astype(float),
                                    lo_out.astype(float))
-            cs = np.cumsum(np.stack([pp, pa, pa * ac, pp * gc, pp * kvc, pp * kc], 1), axis=0)
+            cs = np.cumsum(np.stack([pp, pa, pa * ac, pp * gc, pp * kvc, pp * kc,
+                                     pp * (bb - lo_out)], 1), axis=0)
             pos = np.searchsorted(lt, band_ends[i], side="right")
             self._band_comp[i] = np.where(pos[:, None] > 0, cs[np.maximum(pos - 1, 0)], 0.0)
             self._band_comp_floor[i] = np.cumsum(np.bincount(
@@ -263,7 +268,7 @@ class MomentTable:
         mass, pa, paL, pa2, pa2L, pa2L2 = (raw[..., i] for i in range(6))
         s1 = w * pa + h * paL
         s2 = w * w * pa2 + 2.0 * w * h * pa2L + h * h * pa2L2
-        return Moments(mass, s1, s2, floor, *(raw[..., i] for i in (1, 3, 6, 7, 8)))
+        return Moments(mass, s1, s2, floor, *(raw[..., i] for i in (1, 3, 6, 7, 8, 9)))
 
     # -- queries ---------------------------------------------------------------------------
     def plain(self, lo_tokens, hi_tokens, window_tokens) -> Moments:
@@ -290,7 +295,7 @@ class MomentTable:
         t_iter = self._w_s(b_tok) + self._h_s(b_tok) * bb
         raw = self._band_comp[i, g]
         return Moments(raw[:, 0], t_iter * raw[:, 1], t_iter * t_iter * raw[:, 2],
-                       self._band_comp_floor[i, g], *(raw[:, i] for i in range(1, 6)))
+                       self._band_comp_floor[i, g], *(raw[:, i] for i in range(1, 7)))
 
     def pool_parts(self, windows_tokens, gammas) -> list[PoolParts]:
         """Moments of ``K`` ordered pools for candidate routings, split by ``p_c``.

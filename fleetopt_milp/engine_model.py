@@ -6,10 +6,11 @@ the batch it has: its step time depends on the load, and the load on the step ti
 instance, with ``lambda_i = lambda / n`` requests/s:
 
 - a request is in the batch for ``a = k + L_out`` iterations (``k = ceil(L_in / chunk)``)
-  and adds ``g = P k + s a + (H / C_cal) Q`` seconds of step time over its life (``Q =
-  L_out L_in + L_out (L_out + 1) / 2`` KV tokens read while decoding; a prefill chunk costs
-  ``P = H + p chunk`` in the step it shares, as in the engine simulation, ``p`` the
-  per-token prefill compute of calibrated profiles);
+  and adds ``g = H k + p L_in + s a + (H / C_cal) Q`` seconds of step time over its life
+  (``Q = L_out L_in + L_out (L_out + 1) / 2`` KV tokens read while decoding; a prefill chunk
+  costs ``H`` plus ``p`` per prompt token it carries in the step it shares, as in the
+  engine simulation: prefill charged pro rata, ``p`` the per-token prefill compute of
+  calibrated profiles);
 - so the mean step time solves ``tau = W + lambda_i E[g] tau`` (Little's law over the
   step's terms): ``tau = W / (1 - lambda_i E[g])``, stable while ``lambda_i E[g] < 1``;
 - the operating batch is ``b = lambda_i E[a] tau`` (Little's law), out of a batch cap
@@ -137,14 +138,16 @@ def jsq_reach(instances, pool_seqs):
 
 
 def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, prefilling,
-                      mean_chunks, busy, instances, pool_batch):
+                      mean_chunks, busy, instances, pool_batch, mean_chunk_s):
     """TTFT floors with prefill contention, ``(k, m J)`` floors and shares.
 
     A prompt of ``k`` chunks waits for the running step if its instance is busy (``busy``
     of :func:`jsq_busy`, counted as a whole step), then shares ``k`` steps with
-    the decode batch: ``(k + busy) tau_d + P (k + S)``, where ``tau_d = tau - P b_pf`` is
-    the step without prefill, ``b_pf`` the mean number of prefilling sequences and ``S``
-    the other prefills met over those steps. Under a random split ``S`` has mean ``(k +
+    the decode batch: ``(k + busy) tau_d + P k + P_bar S``, where ``tau_d = tau - P_bar
+    b_pf`` is the step without prefill, ``b_pf`` the mean number of prefilling sequences,
+    ``S`` the other prefills met over those steps, ``P`` a whole chunk's cost (the prompt's
+    own chunks, at the upper end of its band of ``k`` chunks: conservative) and ``P_bar`` the
+    pool's mean chunk cost (``mean_chunk_s``, prefill charged pro rata). Under a random split ``S`` has mean ``(k +
     busy) b_pf``; a prompt met in one step stays for about ``E[k]`` steps, so the steps'
     counts are correlated and their sum over-dispersed by ``d = max(1, min(k + 1, E[k]))``:
     ``S = d N``, ``N ~ Poisson(mean / d)``. Under join-the-shortest-queue another prompt
@@ -156,8 +159,9 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, 
     own quantile: conservative).
     """
     p_s = chunk_s[:, None, None]
+    pm_s = mean_chunk_s[:, None, None]
     b_pf = prefilling[:, None, None]
-    tau_d = np.maximum(step_s[:, None, None] - p_s * b_pf, 0.0)
+    tau_d = np.maximum(step_s[:, None, None] - pm_s * b_pf, 0.0)
     k = chunks[None, :, None]
     steps = k + busy[:, None, None]
     mu = steps * b_pf
@@ -168,7 +172,8 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, 
                       + nn * k * b_pf / np.maximum(mean_chunks[:, None, None], 1e-300))
     n_q = np.maximum(np.ceil(lam + _Z[None, None, :] * np.sqrt(lam) - 1e-9), 1.0)
     met = d * np.where(reach * -np.expm1(-lam) <= _NONE_ABOVE[None, None, :], 0.0, n_q)
-    fs = steps * tau_d + p_s * (k + met) + added_s[None, :, None] + overhead_s[:, None, None]
+    fs = (steps * tau_d + p_s * k + pm_s * met + added_s[None, :, None]
+          + overhead_s[:, None, None])
     fp = floor_prob[:, :, None] * CONTENTION_WEIGHTS[None, None, :]
     n = fs.shape[0]
     return fs.reshape(n, -1), fp.reshape(n, -1)
@@ -246,8 +251,9 @@ class EnginePoolLoad(PoolLoad):
     overhead):
     ``w_s`` (W), ``step_cost_s`` (E[g]), ``mean_iterations`` (E[a]),
     ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``,
-    ``chunk_s`` (``P``, what a request's own prefill chunk adds to its step),
-    ``mean_chunks`` (E[k]).
+    ``chunk_s`` (``P = H + p chunk``, what a whole prefill chunk adds to its step),
+    ``mean_chunks`` (E[k]), ``mean_chunk_s`` (``P_bar = H + p E[L_in] / E[k]``, the mean
+    cost of a chunk: prefill charged pro rata).
     The floor grid's prefill chunks and added latency (``floor_chunks``,
     ``floor_added_s``) and the TPOT SLO (``tpot_slo_s``, ``tpot_q``; ``None`` = none) are
     attributes shared by every candidate.
@@ -261,6 +267,7 @@ class EnginePoolLoad(PoolLoad):
     ttft_overhead_s: np.ndarray = None
     chunk_s: np.ndarray = None
     mean_chunks: np.ndarray = None
+    mean_chunk_s: np.ndarray = None
 
     load_dependent = True
 
@@ -269,7 +276,7 @@ class EnginePoolLoad(PoolLoad):
         for f in fields(EnginePoolLoad):
             if f.name in ("w_s", "step_cost_s", "mean_iterations", "kv_token_iterations",
                           "kv_capacity_tokens", "ttft_overhead_s", "chunk_s",
-                          "mean_chunks"):
+                          "mean_chunks", "mean_chunk_s"):
                 v = np.broadcast_to(np.asarray(getattr(self, f.name), float),
                                     self.rate_rps.shape).copy()
                 object.__setattr__(self, f.name, v)
@@ -331,7 +338,8 @@ class EnginePoolLoad(PoolLoad):
                                    step, self.chunk_s[idx], self.ttft_overhead_s[idx],
                                    np.where(op.stable, op.prefilling, 0.0),
                                    self.mean_chunks[idx],
-                                   np.where(op.stable, jsq_busy(n, b), 1.0), n, n * b)
+                                   np.where(op.stable, jsq_busy(n, b), 1.0), n, n * b,
+                                   self.mean_chunk_s[idx])
         # A request waits only while the batch is full: the queue drains at the step time
         # of a full batch (docs/engine.md §2).
         full = self.w_s[idx] + op.batch_cap * op.per_seq_s
@@ -396,29 +404,35 @@ class EngineServiceModel:
                   rate_rps: float) -> EnginePoolLoad:
         """The :class:`EnginePoolLoad` of pools with these moments at total rate ``rate_rps``.
 
-        Reads the engine sums of :class:`~fleetopt_milp.demand.Moments`. The batch cap is ``slots(C)`` at each window, as the engine simulation's default.
+        Reads the engine sums of :class:`~fleetopt_milp.demand.Moments`. The batch cap is
+        the engine's ``max_num_seqs`` (:attr:`~fleetopt_milp.hardware.Profile.engine_max_batch`)
+        at every window, as in the engine simulation; the KV blocks bound it further in
+        :func:`operating_point` (tokens in flight, not reserved windows).
         """
         prof = table.profile
         mass = np.atleast_1d(moments.mass).astype(float)
         live = mass > EMPTY_MASS
         safe = np.where(live, mass, 1.0)
-        a1, a2, g1, kv1, k1 = (np.where(live, np.atleast_1d(getattr(moments, f)) / safe, 1.0)
-                               for f in ("iters", "iters2", "step_cost_s", "kv_token_steps",
-                                         "chunks"))
+        a1, a2, g1, kv1, k1, lin1 = (
+            np.where(live, np.atleast_1d(getattr(moments, f)) / safe, 1.0)
+            for f in ("iters", "iters2", "step_cost_s", "kv_token_steps", "chunks",
+                      "prefill_tokens"))
         cs2 = np.where(live, np.maximum(a2 / np.maximum(a1 ** 2, 1e-300) - 1.0, 0.0), 0.0)
         fp = np.atleast_2d(moments.floor_mass) / safe[:, None]
         fp = np.where(live[:, None], fp, 0.0)
         w = prof.w_ms * 1e-3
         over = prof.ttft_overhead_ms * 1e-3
         chunk = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
+        mean_chunk = (prof.h_ms + prof.prefill_ms_per_token * lin1 / np.maximum(k1, 1e-300)
+                      ) * 1e-3
         # The floors' lower limit over all sizes (an idle instance): k (W + P) + added.
         grid = table.floor_chunks * (w + chunk) + table.floor_added_s + over
         load = EnginePoolLoad(
             rate_rps=np.where(live, rate_rps * mass, 0.0), mean_service_s=a1 * w, cs2=cs2,
-            slots_per_instance=np.broadcast_to(table.slots(window_tokens), mass.shape),
+            slots_per_instance=np.full(mass.shape, prof.engine_max_batch),
             floor_s=grid, floor_prob=fp, w_s=w, step_cost_s=g1, mean_iterations=a1,
             kv_token_iterations=kv1, kv_capacity_tokens=float(prof.kv_capacity_tokens),
-            ttft_overhead_s=over, chunk_s=chunk, mean_chunks=k1)
+            ttft_overhead_s=over, chunk_s=chunk, mean_chunks=k1, mean_chunk_s=mean_chunk)
         return load.with_grid(table.floor_chunks, table.floor_added_s)
 
 

@@ -344,6 +344,13 @@ class Profile:
         return _ceil_div(lin, self.chunk_tokens)
 
     @property
+    def engine_max_batch(self) -> int:
+        """The batch cap of a continuous-batching engine on this profile (vLLM's
+        ``max_num_seqs``): ``max_slots``, at every window. The engine admits by KV blocks in
+        use (tokens in flight) below it, not by reserved windows (docs/engine.md §2)."""
+        return self.max_slots
+
+    @property
     def chunk_compute_ms(self) -> float:
         """Compute a full prefill chunk adds to its step: ``prefill_ms_per_token * chunk``, ms
         (0 except in calibrated profiles)."""

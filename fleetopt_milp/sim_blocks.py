@@ -59,7 +59,8 @@ def engine_times(arrival_s, input_tokens, output_tokens, profile: Profile,
                  macro_steps: bool = True) -> EngineTimes:
     """Run the ``engine`` kernel for one allocation of ``instances`` x ``profile``.
 
-    ``window_tokens`` = pool window ``C`` (batch cap ``slots(C)`` unless ``max_batch``).
+    ``window_tokens`` = pool window ``C``; the batch cap is the engine's
+    (:attr:`~fleetopt_milp.hardware.Profile.engine_max_batch`) unless ``max_batch``.
     ``macro_steps=False`` simulates every iteration as its own event (same sample path,
     slower; for checking the macro-steps of :func:`fleetopt_milp._kernels.engine_run`).
     """
@@ -78,7 +79,7 @@ def engine_times(arrival_s, input_tokens, output_tokens, profile: Profile,
                             "or the KV cache; route longer requests to a larger pool")
     if instances < 1:
         raise FleetOptError(f"instances={instances}: need at least one instance")
-    cap = profile.slots(window_tokens) if max_batch is None else int(max_batch)
+    cap = profile.engine_max_batch if max_batch is None else int(max_batch)
     one = np.ones(1, dtype=np.int64)
     res = _kernels.engine_run(
         arr, np.zeros(arr.size, dtype=np.int64), lin, lout, np.zeros(1, dtype=np.int64),
@@ -86,5 +87,6 @@ def engine_times(arrival_s, input_tokens, output_tokens, profile: Profile,
         one * profile.chunk_tokens, np.array([profile.w_ms * 1e-3]),
         np.array([profile.h_ms * 1e-3]), np.array([float(profile.calib_tokens)]),
         np.array([profile.seq_ms * 1e-3]),
-        np.array([(profile.h_ms + profile.chunk_compute_ms) * 1e-3]), bool(macro_steps))
+        np.array([profile.h_ms * 1e-3]), np.array([profile.prefill_ms_per_token * 1e-3]),
+        bool(macro_steps))
     return EngineTimes(*res)

@@ -25,8 +25,8 @@ __all__ = ["AllocationSpec", "FleetSpec", "fleet_from_plan"]
 class AllocationSpec:
     """``instances`` replicas of ``profile`` in pool ``pool`` taking ``load_share`` of it.
 
-    ``max_batch``: engine batch cap per instance (``None`` = ``slots(C)``, docs/model.md
-    §2).
+    ``max_batch``: engine batch cap per instance (``None`` = the profile's
+    ``engine_max_batch``, docs/engine.md §2; the slot fidelity reserves ``slots(C)``).
     """
 
     name: str
@@ -130,8 +130,9 @@ def fleet_from_plan(plan: Plan, catalog: Catalog | None = None,
                     max_batch: int | None = None) -> FleetSpec:
     """The :class:`FleetSpec` of a plan (profiles resolved from the catalogue by name).
 
-    Raises :class:`FleetOptError` when a profile's slots at its pool's window disagree
-    with the plan's ``slots_per_instance`` (the catalogue changed since the plan was made).
+    Raises :class:`FleetOptError` when a profile's slots at its pool's window (the engine's
+    batch cap under the engine model) disagree with the plan's ``slots_per_instance`` (the
+    catalogue changed since the plan was made).
     """
     catalog = catalog or load_catalog()
     pools = plan.pools
@@ -147,7 +148,10 @@ def fleet_from_plan(plan: Plan, catalog: Catalog | None = None,
     for k, p in enumerate(pools):
         for j, a in enumerate(p.allocations):
             prof = _profile_for(catalog, a.profile, a.gpu, a.model, a.tp)
-            s = prof.slots(windows[k])
+            # The plan's batch cap: the engine's under the engine model (docs/engine.md §2),
+            # the reserved KV slots of the window under the slot model.
+            s = (prof.engine_max_batch if plan.service_model == "engine"
+                 else prof.slots(windows[k]))
             if s != a.slots_per_instance:
                 raise FleetOptError(
                     f"plan pool {p.role!r} allocation {a.profile!r}: the catalogue gives {s} "

@@ -87,7 +87,7 @@ def _run(job: _Job) -> dict:
         busy_from = start
     else:
         p = [a.profile for a in allocs]
-        cap = np.array([a.max_batch or s for a, s in zip(allocs, slots, strict=True)],
+        cap = np.array([a.max_batch or a.profile.engine_max_batch for a in allocs],
                        dtype=np.int64)
         kvb = np.array([x.kv_blocks for x in p], dtype=np.int64)
         bt = np.array([x.block_tokens for x in p], dtype=np.int64)
@@ -99,7 +99,8 @@ def _run(job: _Job) -> dict:
             np.array([x.w_ms * 1e-3 for x in p]), np.array([x.h_ms * 1e-3 for x in p]),
             np.array([x.calib_tokens for x in p], dtype=np.float64),
             np.array([x.seq_ms * 1e-3 for x in p]),
-            np.array([(x.h_ms + x.chunk_compute_ms) * 1e-3 for x in p]), True)
+            np.array([x.h_ms * 1e-3 for x in p]),
+            np.array([x.prefill_ms_per_token * 1e-3 for x in p]), True)
         wait = first_admit - arrival
         overhead = np.array([x.ttft_overhead_ms * 1e-3 for x in p] + [0.0])
         ttft = (first_token - arrival + routed.compressed * fleet.compression_latency_s
@@ -208,7 +209,7 @@ def _warm_kernels(fidelity: str) -> None:
     else:
         one = np.ones(1, dtype=np.int64)
         _kernels.engine_run(z, i, one, one, i, one, one, one * 4, one, one, z + 1e-3,
-                            z + 1e-4, z + 1.0, z, z + 1e-4, True)
+                            z + 1e-4, z + 1.0, z, z + 1e-4, z, True)
 
 
 def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:

@@ -69,13 +69,16 @@ def test_engine_sums_match_the_requests(prof):
     k = -(-wl.input_tokens // prof.chunk_tokens)
     li, lo = wl.input_tokens.astype(float), wl.output_tokens.astype(float)
     q = lo * li + lo * (lo + 1) / 2
-    g = (prof.h_ms + prof.prefill_ms_per_token * prof.chunk_tokens) * 1e-3 * k + prof.seq_ms * 1e-3 * (k + lo) + prof.h_ms * 1e-3 / prof.calib_tokens * q
+    # Prefill charged pro rata: H per chunk plus p per prompt token (docs/engine.md §2).
+    g = (prof.h_ms * 1e-3 * k + prof.prefill_ms_per_token * 1e-3 * li
+         + prof.seq_ms * 1e-3 * (k + lo) + prof.h_ms * 1e-3 / prof.calib_tokens * q)
     p = wl.weights
     assert m.iters[0] == pytest.approx(np.sum(p * (k + lo)))
     assert m.iters2[0] == pytest.approx(np.sum(p * (k + lo) ** 2))
     assert m.step_cost_s[0] == pytest.approx(np.sum(p * g))
     assert m.kv_token_steps[0] == pytest.approx(np.sum(p * (k * li + q)))
     assert m.chunks[0] == pytest.approx(np.sum(p * k))
+    assert m.prefill_tokens[0] == pytest.approx(np.sum(p * li))
     # Pools add up: (0, 2048] + (2048, 8192] = everything.
     parts = table.plain(0, 2048, 8192) + table.plain(2048, 8192, 8192)
     for f in ("iters", "iters2", "step_cost_s", "kv_token_steps", "chunks"):
@@ -171,28 +174,35 @@ def test_tpot_figures_of_a_mixture_weight_the_queues(prof):
 
 
 def test_engine_kernel_charges_calibrated_step_terms_exactly(prof):
-    """One request alone: prefill steps cost W + s + P, decode steps W + s + H (kv + 1) / C."""
-    lin, lout = 2 * prof.chunk_tokens, 3
+    """One request alone: prefill steps cost W + s + H + p x (x = the chunk's prompt
+    tokens: pro rata), decode steps W + s + H (kv + 1) / C."""
+    lin, lout = 2 * prof.chunk_tokens + 100, 3
     res = engine_times(np.array([0.0]), np.array([lin]), np.array([lout]), prof, 8192, 1)
     w, s, h = prof.w_ms * 1e-3, prof.seq_ms * 1e-3, prof.h_ms * 1e-3
-    p = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
-    first = 2 * (w + s + p)
+    pt = prof.prefill_ms_per_token * 1e-3
+    first = 3 * (w + s + h) + pt * lin
     assert res.first_token_s[0] == pytest.approx(first, rel=1e-12)
     decode = sum(w + s + h * (lin + j + 1) / prof.calib_tokens for j in range(lout))
     assert res.finish_s[0] == pytest.approx(first + decode, rel=1e-12)
-    # The isolated prefill is the profile's, and the simulator adds the TTFT overhead.
-    assert prof.prefill_s(lin) == pytest.approx(first, rel=1e-12)
+    # The slot model's isolated prefill charges whole chunks: equal on whole chunks, more
+    # on a partial last chunk (by the 924 tokens it does not carry).
+    whole = 2 * prof.chunk_tokens
+    alone = engine_times(np.array([0.0]), np.array([whole]), np.array([1]), prof, 8192, 1)
+    assert prof.prefill_s(whole) == pytest.approx(alone.first_token_s[0], rel=1e-12)
+    assert prof.prefill_s(lin) - first == pytest.approx(pt * (3 * prof.chunk_tokens - lin),
+                                                        rel=1e-9)
 
 
 def _floors(n, b, prefilling, chunks=9.0, mean_chunks=6.0):
-    """The contended floors of one pool at ``n`` instances (tau 13 ms, P 32.5 ms, 85 ms
-    overhead): floor values and shares, per contention level."""
+    """The contended floors of one pool at ``n`` instances (tau 13 ms, a whole chunk P 32.5
+    ms, a mean chunk 20 ms, 85 ms overhead): floor values and shares, per contention
+    level."""
     from fleetopt_milp.engine_model import _contended_floors, jsq_busy
 
     one = np.ones(1)
     return _contended_floors(np.array([chunks]), np.zeros(1), one[:, None], 0.013 * one,
                              0.0325 * one, 0.085 * one, prefilling * one, mean_chunks * one,
-                             jsq_busy(n * one, b * one), n * one, n * b * one)
+                             jsq_busy(n * one, b * one), n * one, n * b * one, 0.020 * one)
 
 
 def test_contention_on_one_instance_is_the_random_split_poisson_form():
@@ -210,8 +220,10 @@ def test_contention_on_one_instance_is_the_random_split_poisson_form():
     z = stats.norm.ppf(CONTENTION_LEVELS)
     met = np.where(np.exp(-lam) >= CONTENTION_LEVELS, 0.0,
                    d * np.maximum(np.ceil(lam + z * np.sqrt(lam) - 1e-9), 1.0))
-    tau_d = 0.013 - 0.0325 * b_pf
-    want = (k + busy) * tau_d + 0.0325 * (k + met) + 0.085
+    # The step without prefill takes out the mean chunk; the prompt's own chunks are whole,
+    # the others' at the mean (pro rata).
+    tau_d = 0.013 - 0.020 * b_pf
+    want = (k + busy) * tau_d + 0.0325 * k + 0.020 * met + 0.085
     np.testing.assert_allclose(fs[0], want, rtol=1e-12)
     np.testing.assert_allclose(fp[0], CONTENTION_WEIGHTS, rtol=1e-12)
     assert met[0] == 0 < met[-1]  # half meet none, the top levels meet some
@@ -222,7 +234,7 @@ def test_contention_vanishes_with_many_idle_instances():
     # finds an idle instance and nobody joins it, so every level is the idle floor plus
     # the step tau_d; one instance at the same batch meets others at its top levels.
     fs, _ = _floors(264, 0.07, 0.01)
-    idle = 9 * (0.013 - 0.0325 * 0.01) + 0.0325 * 9 + 0.085
+    idle = 9 * (0.013 - 0.020 * 0.01) + 0.0325 * 9 + 0.085
     np.testing.assert_allclose(fs[0], idle, rtol=1e-9)
     alone, _ = _floors(1, 0.07, 0.01)
     assert alone[0][-1] > idle + 0.03

@@ -302,7 +302,8 @@ def _engine_fluid_counts(problem: FleetProblem, graph: CandidateGraph, idx: np.n
 
     An instance at rate ``lambda_i = lambda / n`` runs steps of ``tau = W / (1 - lambda_i
     E[g])`` with a batch ``b = lambda_i E[a] tau``; the sizing needs ``b <= rho_max cap``
-    with ``cap <= slots(C)``, which is ``n >= lambda (E[a] W / (rho_max slots) + E[g])``.
+    with ``cap <=`` the engine's batch cap (``engine_max_batch``), which is ``n >= lambda
+    (E[a] W / (rho_max cap_max) + E[g])``.
     ``lambda E[a]`` and ``lambda E[g]`` are sums over the pool's requests of non-negative
     per-request terms, bounded below as in :func:`fluid_counts`: the band compressed down
     out of the pool is bounded by all requests of the band. TTFT and TPOT SLOs only add
@@ -331,7 +332,7 @@ def _engine_fluid_counts(problem: FleetProblem, graph: CandidateGraph, idx: np.n
             bc = table.band_compressed(hi[into], gam[vv[into]])
             iters[into] += pc * np.asarray(bc.iters, float)
             cost[into] += pc * np.asarray(bc.step_cost_s, float)
-        slots = np.maximum(table.slots(hi).astype(float), 1.0)
+        slots = float(max(prof.engine_max_batch, 1))
         per = iters * prof.w_ms * 1e-3 / (s.rho_max * slots) + cost
         out[rows, t] = s.rate_rps * np.maximum(per, 0.0)
     return out
