@@ -39,7 +39,7 @@ _pdtrc = types.ExternalFunction("fleetopt_scipy_pdtrc",
 
 
 @njit(cache=True)
-def _floors(nf, tau, b, prefilling, cols, k1, chunk, mchunk, over, fchunks, fadded, fp_row,
+def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, fchunks, fadded, fp_row,
             levels_z, none_above, level_w, fs, fp):
     """The contended TTFT floors at an operating point of ``nf`` instances (step ``tau``,
     batch ``b``, ``prefilling`` sequences), written to ``fs``/``fp``: one per used column
@@ -62,13 +62,13 @@ def _floors(nf, tau, b, prefilling, cols, k1, chunk, mchunk, over, fchunks, fadd
                 met = d * 0.0
             else:
                 met = d * max(math.ceil(lam + levels_z[lv] * root - 1e-9), 1.0)
-            fs[m] = steps * tau_d + chunk * k + mchunk * met + fadded[j] + over
+            fs[m] = steps * tau_d + fown[j] + mchunk * met + fadded[j] + over
             fp[m] = fp_row[j] * level_w[lv]
             m += 1
 
 
 @njit(cache=True)
-def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, mchunk, over, cs2, fchunks,
+def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, cs2, fchunks,
             fadded, fp_row, levels_z, none_above, level_w, fs, fp, slo_s, q, rho_max,
             paper_rule):
     """The candidate meets the TTFT SLO and the utilization cap at ``n`` instances: its
@@ -87,7 +87,7 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, mchunk, over, c
     a = nf * b
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
-    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, chunk, mchunk, over, fchunks, fadded,
+    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, fown, mchunk, over, fchunks, fadded,
             fp_row, levels_z, none_above, level_w, fs, fp)
     per_seq = g / max(ea, 1e-300)
     es = ea * max(w + cap * per_seq, tau)
@@ -97,7 +97,7 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, mchunk, over, c
 
 
 @njit(cache=True)
-def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, mchunk, over, cs2, fchunks,
+def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, cs2, fchunks,
               fadded,
               floor_prob, levels_z, none_above, level_w, slo_s, q, rho_max, paper_rule):
     out = np.zeros(busy.size, dtype=np.int64)
@@ -121,7 +121,7 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, mchunk, over, cs
         fs = fs_buf[:cols.size * n_lv]
         fp = fp_buf[:cols.size * n_lv]
         args = (cols, rate[i], w[i], g[i], ea[i], kv[i], maxb[i], kvcap[i], k1[i],
-                chunk[i], mchunk[i], over[i], cs2[i], fchunks, fadded, row, levels_z,
+                fown, mchunk[i], over[i], cs2[i], fchunks, fadded, row, levels_z,
                 none_above,
                 level_w, fs, fp, slo_s, q, rho_max, paper_rule)
         # The lower bound of EnginePoolLoad.lower_bound_instances: stability and W.
@@ -189,7 +189,7 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
         np.ascontiguousarray(busy, dtype=np.int64), f64(load.rate_rps), f64(load.w_s),
         f64(load.step_cost_s), f64(load.mean_iterations), f64(load.kv_token_iterations),
         f64(load.slots_per_instance), f64(load.kv_capacity_tokens), f64(load.mean_chunks),
-        f64(load.chunk_s), f64(load.mean_chunk_s), f64(load.ttft_overhead_s), f64(load.cs2),
+        f64(load.floor_own_s), f64(load.mean_chunk_s), f64(load.ttft_overhead_s), f64(load.cs2),
         f64(load.floor_chunks),
         f64(load.floor_added_s), f64(load.floor_prob), f64(_Z), f64(_NONE_ABOVE),
         f64(CONTENTION_WEIGHTS), float(slo_s), float(q), float(rho_max), bool(paper_rule))

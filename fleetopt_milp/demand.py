@@ -114,15 +114,29 @@ class MomentTable:
         self._tau_s = float(profile.prefill_s(chunk))  # one prefill chunk
         kmax = int(max(k.max(), _ceil_div(np.int64(self.long_context_tokens), chunk)))
         self.kmax = kmax
+        # Floor columns: bands of prompt tokens, ``(edges[j-1], edges[j]]``. Whole chunks,
+        # and, where a prompt token costs compute (calibrated profiles), the first chunk cut
+        # at 1/16, 1/8, 1/4 and 1/2 of it: the engine model charges a prompt's own prefill at
+        # its band's upper edge (docs/engine.md §2), so short prompts are not charged a
+        # whole chunk. ``ncol`` columns, each with its chunks ``ceil(edge / chunk)``.
+        edges = np.arange(kmax + 1, dtype=np.int64) * chunk
+        if profile.prefill_ms_per_token > 0:
+            sub = np.array([chunk // 16, chunk // 8, chunk // 4, chunk // 2], dtype=np.int64)
+            edges = np.unique(np.concatenate([edges, sub[sub > 0]]))
+        ncol = edges.size
+        col = np.searchsorted(edges, lin, side="left")
+        chunks_of = _ceil_div(edges, chunk)
         # TTFT floors: k prefill chunks plus the profile's fixed TTFT overhead (0 except in
         # calibrated profiles, docs/engine.md §3).
-        levels = np.arange(kmax + 1) * self._tau_s + profile.ttft_overhead_ms * 1e-3
+        levels = chunks_of * self._tau_s + profile.ttft_overhead_ms * 1e-3
         # Floor grid: uncompressed prefill levels, then the same shifted by compression latency.
         self.floor_s = np.concatenate([levels, levels + self.compression_latency_s])
-        # Each floor's prefill chunks and the compression latency in it (the engine model
-        # re-times the chunks at its operating point, docs/engine.md §2).
-        self.floor_chunks = np.concatenate([np.arange(kmax + 1), np.arange(kmax + 1)])
-        self.floor_added_s = np.repeat([0.0, self.compression_latency_s], kmax + 1)
+        # Each floor's prefill chunks, prompt tokens (its band's upper edge) and the
+        # compression latency in it (the engine model re-times the chunks at its operating
+        # point, docs/engine.md §2).
+        self.floor_chunks = np.concatenate([chunks_of, chunks_of])
+        self.floor_tokens = np.concatenate([edges, edges])
+        self.floor_added_s = np.repeat([0.0, self.compression_latency_s], ncol)
         # Engine features per class: the step time it adds over its life, g = H k + p L_in
         # + s a + (H / C_cal) Q (each prefill chunk reads the KV once and computes its own
         # tokens: pro rata, docs/engine.md §2), and the KV it holds, kv = k L_in + Q, with
@@ -148,15 +162,15 @@ class MomentTable:
         for i in range(nfeat):
             sums[i] = np.bincount(seg, weights=feats[i], minlength=nseg)
         self._prefix = np.cumsum(sums, axis=1)[:, : cuts.size]  # (6, ncuts): L <= cuts[j]
-        fl = np.bincount(seg * (2 * kmax + 2) + k, weights=p, minlength=nseg * (2 * kmax + 2))
-        self._floor_prefix = np.cumsum(fl.reshape(nseg, 2 * kmax + 2), axis=0)[: cuts.size]
+        fl = np.bincount(seg * (2 * ncol) + col, weights=p, minlength=nseg * (2 * ncol))
+        self._floor_prefix = np.cumsum(fl.reshape(nseg, 2 * ncol), axis=0)[: cuts.size]
         self._beyond = float(np.sum(p[ltot > self.long_context_tokens]))
 
         # Compressed bands, per boundary B: compressible requests in (B, gamma B].
         # Uncompressed sums come from the global prefix (band ends are cuts), less the rare
         # requests whose output alone reaches B; compressed sums need one pass per B.
         nB, nG = band_ends.shape
-        nf = 2 * kmax + 2
+        nf = 2 * ncol
         ib = np.searchsorted(cuts, b)
         ie = np.searchsorted(cuts, band_ends)
         self._band_plain = (self._prefix[:, ie] - self._prefix[:, ib][:, :, None]).transpose(1, 2, 0)
@@ -179,7 +193,7 @@ class MomentTable:
                     self._band_plain[i, :, j] -= np.cumsum(
                         np.bincount(gseg[bad], weights=feats[j, lo:hi][bad], minlength=nG))
                 self._band_plain_floor[i] -= np.cumsum(np.bincount(
-                    gseg[bad] * nf + k[lo:hi][bad], weights=pp[bad], minlength=nG * nf
+                    gseg[bad] * nf + col[lo:hi][bad], weights=pp[bad], minlength=nG * nf
                 ).reshape(nG, nf), axis=0)
                 keep = ~bad
                 lt, lo_out, pp, gseg = lt[keep], lo_out[keep], pp[keep], gseg[keep]
@@ -193,13 +207,14 @@ class MomentTable:
             pos = np.searchsorted(lt, band_ends[i], side="right")
             self._band_comp[i] = np.where(pos[:, None] > 0, cs[np.maximum(pos - 1, 0)], 0.0)
             self._band_comp_floor[i] = np.cumsum(np.bincount(
-                gseg * nf + (kmax + 1) + kc, weights=pp, minlength=nG * nf).reshape(nG, nf),
+                gseg * nf + ncol + np.searchsorted(edges, bb - lo_out, side="left"),
+                weights=pp, minlength=nG * nf).reshape(nG, nf),
                 axis=0)
 
         # Keep only the floors some request can have: fewer columns for every query. With
         # no compression latency, compressed floors coincide with uncompressed ones: merge.
         if self.compression_latency_s == 0.0:
-            half = kmax + 1
+            half = ncol
             self._floor_prefix = self._floor_prefix[:, :half] + self._floor_prefix[:, half:]
             self._band_plain_floor = (self._band_plain_floor[..., :half]
                                       + self._band_plain_floor[..., half:])
@@ -207,6 +222,7 @@ class MomentTable:
                                      + self._band_comp_floor[..., half:])
             self.floor_s = self.floor_s[:half]
             self.floor_chunks = self.floor_chunks[:half]
+            self.floor_tokens = self.floor_tokens[:half]
             self.floor_added_s = self.floor_added_s[:half]
         used = (self._floor_prefix[-1] > 0) | np.any(self._band_comp_floor[:, -1] > 0, axis=0)
         cols = np.flatnonzero(used)
@@ -215,6 +231,7 @@ class MomentTable:
         self._band_comp_floor = np.ascontiguousarray(self._band_comp_floor[..., cols])
         self.floor_s = self.floor_s[cols]
         self.floor_chunks = self.floor_chunks[cols]
+        self.floor_tokens = self.floor_tokens[cols]
         self.floor_added_s = self.floor_added_s[cols]
 
     # -- helpers -------------------------------------------------------------------------

@@ -137,17 +137,18 @@ def jsq_reach(instances, pool_seqs):
     return np.where(n > 1.0, special.pdtrc(np.maximum(n - 2.0, 0.0), pool_seqs), 1.0)
 
 
-def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, prefilling,
+def _contended_floors(chunks, added_s, floor_prob, step_s, own_s, overhead_s, prefilling,
                       mean_chunks, busy, instances, pool_batch, mean_chunk_s):
     """TTFT floors with prefill contention, ``(k, m J)`` floors and shares.
 
     A prompt of ``k`` chunks waits for the running step if its instance is busy (``busy``
     of :func:`jsq_busy`, counted as a whole step), then shares ``k`` steps with
-    the decode batch: ``(k + busy) tau_d + P k + P_bar S``, where ``tau_d = tau - P_bar
+    the decode batch: ``(k + busy) tau_d + P_own + P_bar S``, where ``tau_d = tau - P_bar
     b_pf`` is the step without prefill, ``b_pf`` the mean number of prefilling sequences,
-    ``S`` the other prefills met over those steps, ``P`` a whole chunk's cost (the prompt's
-    own chunks, at the upper end of its band of ``k`` chunks: conservative) and ``P_bar`` the
-    pool's mean chunk cost (``mean_chunk_s``, prefill charged pro rata). Under a random split ``S`` has mean ``(k +
+    ``S`` the other prefills met over those steps, ``P_own = k H + p x`` the prompt's own
+    chunks (``own_s``, per floor column: ``x`` its band's upper edge in prompt tokens, so
+    conservative) and ``P_bar`` the pool's mean chunk cost (``mean_chunk_s``, prefill
+    charged pro rata). Under a random split ``S`` has mean ``(k +
     busy) b_pf``; a prompt met in one step stays for about ``E[k]`` steps, so the steps'
     counts are correlated and their sum over-dispersed by ``d = max(1, min(k + 1, E[k]))``:
     ``S = d N``, ``N ~ Poisson(mean / d)``. Under join-the-shortest-queue another prompt
@@ -158,7 +159,6 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, 
     split's normal approximation at the level, rounded up, at least 1 (above the mixture's
     own quantile: conservative).
     """
-    p_s = chunk_s[:, None, None]
     pm_s = mean_chunk_s[:, None, None]
     b_pf = prefilling[:, None, None]
     tau_d = np.maximum(step_s[:, None, None] - pm_s * b_pf, 0.0)
@@ -172,7 +172,7 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, 
                       + nn * k * b_pf / np.maximum(mean_chunks[:, None, None], 1e-300))
     n_q = np.maximum(np.ceil(lam + _Z[None, None, :] * np.sqrt(lam) - 1e-9), 1.0)
     met = d * np.where(reach * -np.expm1(-lam) <= _NONE_ABOVE[None, None, :], 0.0, n_q)
-    fs = (steps * tau_d + p_s * k + pm_s * met + added_s[None, :, None]
+    fs = (steps * tau_d + own_s[None, :, None] + pm_s * met + added_s[None, :, None]
           + overhead_s[:, None, None])
     fp = floor_prob[:, :, None] * CONTENTION_WEIGHTS[None, None, :]
     n = fs.shape[0]
@@ -247,15 +247,15 @@ class EnginePoolLoad(PoolLoad):
 
     Beyond :class:`~fleetopt_milp.poolload.PoolLoad` (whose ``cs2`` is that of the
     iterations ``a``, ``slots_per_instance`` the engine's batch cap and ``floor_s`` the
-    floors at an idle instance, their lower limit, ``k (W + P)`` + added latency + TTFT
+    floors at an idle instance, their lower limit, ``k W + P_own`` + added latency + TTFT
     overhead):
     ``w_s`` (W), ``step_cost_s`` (E[g]), ``mean_iterations`` (E[a]),
     ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``,
     ``chunk_s`` (``P = H + p chunk``, what a whole prefill chunk adds to its step),
     ``mean_chunks`` (E[k]), ``mean_chunk_s`` (``P_bar = H + p E[L_in] / E[k]``, the mean
     cost of a chunk: prefill charged pro rata).
-    The floor grid's prefill chunks and added latency (``floor_chunks``,
-    ``floor_added_s``) and the TPOT SLO (``tpot_slo_s``, ``tpot_q``; ``None`` = none) are
+    The floor grid's prefill chunks, own prefill cost and added latency (``floor_chunks``,
+    ``floor_own_s``, ``floor_added_s``) and the TPOT SLO (``tpot_slo_s``, ``tpot_q``; ``None`` = none) are
     attributes shared by every candidate.
     """
 
@@ -283,9 +283,12 @@ class EnginePoolLoad(PoolLoad):
         self.__dict__.setdefault("tpot_slo_s", None)
         self.__dict__.setdefault("tpot_q", 0.99)
 
-    def with_grid(self, floor_chunks: np.ndarray, floor_added_s: np.ndarray) -> EnginePoolLoad:
-        """These loads knowing each floor column's prefill chunks and added latency."""
+    def with_grid(self, floor_chunks: np.ndarray, floor_own_s: np.ndarray,
+                  floor_added_s: np.ndarray) -> EnginePoolLoad:
+        """These loads knowing each floor column's prefill chunks, the compute of its own
+        prefill (``k H + p x``, s) and added latency."""
         return self._with(floor_chunks=np.asarray(floor_chunks, float),
+                          floor_own_s=np.asarray(floor_own_s, float),
                           floor_added_s=np.asarray(floor_added_s, float))
 
     def with_tpot_slo(self, tpot_slo_s: float | None, tpot_percentile: float = 99.0
@@ -335,7 +338,7 @@ class EnginePoolLoad(PoolLoad):
         if cols.size == 0:
             cols = np.arange(1)
         fs, fp = _contended_floors(self.floor_chunks[cols], self.floor_added_s[cols], fp[:, cols],
-                                   step, self.chunk_s[idx], self.ttft_overhead_s[idx],
+                                   step, self.floor_own_s[cols], self.ttft_overhead_s[idx],
                                    np.where(op.stable, op.prefilling, 0.0),
                                    self.mean_chunks[idx],
                                    np.where(op.stable, jsq_busy(n, b), 1.0), n, n * b,
@@ -425,15 +428,17 @@ class EngineServiceModel:
         chunk = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
         mean_chunk = (prof.h_ms + prof.prefill_ms_per_token * lin1 / np.maximum(k1, 1e-300)
                       ) * 1e-3
-        # The floors' lower limit over all sizes (an idle instance): k (W + P) + added.
-        grid = table.floor_chunks * (w + chunk) + table.floor_added_s + over
+        # The floors' lower limit over all sizes (an idle instance): k W + P_own + added.
+        own = (table.floor_chunks * prof.h_ms + table.floor_tokens * prof.prefill_ms_per_token
+               ) * 1e-3
+        grid = table.floor_chunks * w + own + table.floor_added_s + over
         load = EnginePoolLoad(
             rate_rps=np.where(live, rate_rps * mass, 0.0), mean_service_s=a1 * w, cs2=cs2,
             slots_per_instance=np.full(mass.shape, prof.engine_max_batch),
             floor_s=grid, floor_prob=fp, w_s=w, step_cost_s=g1, mean_iterations=a1,
             kv_token_iterations=kv1, kv_capacity_tokens=float(prof.kv_capacity_tokens),
             ttft_overhead_s=over, chunk_s=chunk, mean_chunks=k1, mean_chunk_s=mean_chunk)
-        return load.with_grid(table.floor_chunks, table.floor_added_s)
+        return load.with_grid(table.floor_chunks, own, table.floor_added_s)
 
 
 ENGINE = EngineServiceModel()

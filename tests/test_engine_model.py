@@ -201,7 +201,7 @@ def _floors(n, b, prefilling, chunks=9.0, mean_chunks=6.0):
 
     one = np.ones(1)
     return _contended_floors(np.array([chunks]), np.zeros(1), one[:, None], 0.013 * one,
-                             0.0325 * one, 0.085 * one, prefilling * one, mean_chunks * one,
+                             0.0325 * chunks * one, 0.085 * one, prefilling * one, mean_chunks * one,
                              jsq_busy(n * one, b * one), n * one, n * b * one, 0.020 * one)
 
 
@@ -244,3 +244,27 @@ def test_contention_vanishes_with_many_idle_instances():
     assert jsq_busy(np.array([264.0]), np.array([0.07]))[0] < 1e-100
     assert jsq_busy(np.array([4.0]), np.array([50.0]))[0] == pytest.approx(1.0)
     assert jsq_reach(np.array([1.0]), np.array([0.0]))[0] == 1.0
+
+
+def test_short_prompts_pay_their_own_tokens_not_a_whole_chunk(prof, cat):
+    """The floor grid of a calibrated profile cuts the first chunk at 1/16 ... 1/2 of it:
+    a prompt's own prefill is charged at its band's upper edge (docs/engine.md §2)."""
+    lin = np.array([50, 100, 700, 1024, 1500])
+    wl = workload_from_requests(lin, np.full(5, 10))
+    table = MomentTable(wl, prof, [2048], [1.0], 8192)
+    c = prof.chunk_tokens
+    np.testing.assert_array_equal(table.floor_tokens, [c // 16, c // 8, c, 2 * c])
+    np.testing.assert_array_equal(table.floor_chunks, [1, 1, 1, 2])
+    m = table.plain(0, 8192, 8192)
+    np.testing.assert_allclose(m.floor_mass[0], [0.2, 0.2, 0.4, 0.2])
+    # At an idle instance the floor is k W + k H + p x + the TTFT overhead.
+    ld = ENGINE.pool_load(m, table, [8192], 1.0)
+    want = (table.floor_chunks * (prof.w_ms + prof.h_ms)
+            + table.floor_tokens * prof.prefill_ms_per_token + prof.ttft_overhead_ms) * 1e-3
+    np.testing.assert_allclose(ld.floor_s, want, rtol=1e-12)
+    # A profile whose prompt tokens cost no compute keeps whole-chunk columns only: the
+    # slot model's floors are unchanged.
+    paper = cat.profile("paper-H100")
+    t2 = MomentTable(wl, paper, [2048], [1.0], 8192)
+    np.testing.assert_array_equal(t2.floor_tokens, t2.floor_chunks * paper.chunk_tokens)
+    np.testing.assert_allclose(t2.floor_s, t2.floor_chunks * paper.prefill_s(paper.chunk_tokens))
