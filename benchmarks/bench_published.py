@@ -25,7 +25,7 @@ import csv
 import math
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,7 @@ class PublishedRun:
     mean_output_tokens: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    scheduler_steps: int | None = None
 
 
 def load_runs(path: Path = FIGURES, profiles: dict | None = None) -> list[PublishedRun]:
@@ -214,7 +215,10 @@ def _replay(profile: Profile, inp: np.ndarray, out: np.ndarray, offline: bool) -
 
 
 def predict(run: PublishedRun, profile: Profile) -> dict:
-    """The model's figures for ``run`` (the keys of METRICS it can predict)."""
+    """The model's figures for ``run`` (the keys of METRICS it can predict), on ``profile``
+    with the run's engine setting ``scheduler_steps`` where the source states it."""
+    if run.scheduler_steps is not None:
+        profile = replace(profile, scheduler_steps=int(run.scheduler_steps))
     if run.kind == "fixed-batch":
         inp = np.full(run.requests, run.input_tokens, dtype=np.int64)
         out = np.full(run.requests, run.output_tokens, dtype=np.int64)

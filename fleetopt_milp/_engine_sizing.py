@@ -39,8 +39,8 @@ _pdtrc = types.ExternalFunction("fleetopt_scipy_pdtrc",
 
 
 @njit(cache=True)
-def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, fchunks, fadded, fp_row,
-            levels_z, none_above, level_w, fs, fp):
+def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, msteps, fchunks, fadded,
+            fp_row, levels, levels_z, none_above, level_w, fs, fp):
     """The contended TTFT floors at an operating point of ``nf`` instances (step ``tau``,
     batch ``b``, ``prefilling`` sequences), written to ``fs``/``fp``: one per used column
     and contention level; ``busy`` and ``reach`` as :func:`~fleetopt_milp.engine_model.
@@ -50,14 +50,14 @@ def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, fchunks, fadde
     m = 0
     for j in cols:
         k = fchunks[j]
-        steps = k + busy
-        mu = steps * prefilling
         d = max(1.0, min(k + 1.0, k1))
-        lam = mu / d
         seqs = nf * b + nf * k * prefilling / max(k1, 1e-300)
         reach = _pdtrc(max(nf - 2.0, 0.0), seqs) if nf > 1.0 else 1.0
-        root = math.sqrt(lam)
         for lv in range(levels_z.size):
+            steps = k + busy * (1.0 + (msteps - 1.0) * levels[lv])
+            mu = steps * prefilling
+            lam = mu / d
+            root = math.sqrt(lam)
             if reach * -math.expm1(-lam) <= none_above[lv]:
                 met = d * 0.0
             else:
@@ -68,9 +68,9 @@ def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, fchunks, fadde
 
 
 @njit(cache=True)
-def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, cs2, fchunks,
-            fadded, fp_row, levels_z, none_above, level_w, fs, fp, slo_s, q, rho_max,
-            paper_rule):
+def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, cs2,
+            fchunks, fadded, fp_row, levels, levels_z, none_above, level_w, fs, fp, slo_s, q,
+            rho_max, paper_rule):
     """The candidate meets the TTFT SLO and the utilization cap at ``n`` instances: its
     operating point (:func:`~fleetopt_milp.engine_model.operating_point`), the cap, then
     the floors and the SLO test."""
@@ -87,8 +87,8 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, cs
     a = nf * b
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
-    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, fown, mchunk, over, fchunks, fadded,
-            fp_row, levels_z, none_above, level_w, fs, fp)
+    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, fown, mchunk, over, msteps, fchunks,
+            fadded, fp_row, levels, levels_z, none_above, level_w, fs, fp)
     per_seq = g / max(ea, 1e-300)
     es = ea * max(w + cap * per_seq, tau)
     theta = 2.0 * (c - a) / (es * (1.0 + cs2))
@@ -97,9 +97,9 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, cs
 
 
 @njit(cache=True)
-def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, cs2, fchunks,
-              fadded,
-              floor_prob, levels_z, none_above, level_w, slo_s, q, rho_max, paper_rule):
+def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, cs2,
+              fchunks, fadded, floor_prob, levels, levels_z, none_above, level_w, slo_s, q,
+              rho_max, paper_rule):
     out = np.zeros(busy.size, dtype=np.int64)
     n_lv = levels_z.size
     prev_n, prev_rate = 0, 1.0
@@ -121,8 +121,8 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, cs2
         fs = fs_buf[:cols.size * n_lv]
         fp = fp_buf[:cols.size * n_lv]
         args = (cols, rate[i], w[i], g[i], ea[i], kv[i], maxb[i], kvcap[i], k1[i],
-                fown, mchunk[i], over[i], cs2[i], fchunks, fadded, row, levels_z,
-                none_above,
+                fown, mchunk[i], over[i], msteps[i], cs2[i], fchunks, fadded, row, levels,
+                levels_z, none_above,
                 level_w, fs, fp, slo_s, q, rho_max, paper_rule)
         # The lower bound of EnginePoolLoad.lower_bound_instances: stability and W.
         lam = rate[i]
@@ -180,7 +180,7 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
                   paper_rule: bool) -> np.ndarray:
     """Minimum instances of the engine-model candidates ``busy`` (with traffic, servable,
     no TPOT SLO): the counts of :func:`fleetopt_milp.sizing._search_numpy`."""
-    from .engine_model import _NONE_ABOVE, _Z, CONTENTION_WEIGHTS
+    from .engine_model import _NONE_ABOVE, _Z, CONTENTION_WEIGHTS, RESIDUAL_LEVELS
 
     def f64(x):
         return np.ascontiguousarray(x, dtype=np.float64)
@@ -189,7 +189,8 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
         np.ascontiguousarray(busy, dtype=np.int64), f64(load.rate_rps), f64(load.w_s),
         f64(load.step_cost_s), f64(load.mean_iterations), f64(load.kv_token_iterations),
         f64(load.slots_per_instance), f64(load.kv_capacity_tokens), f64(load.mean_chunks),
-        f64(load.floor_own_s), f64(load.mean_chunk_s), f64(load.ttft_overhead_s), f64(load.cs2),
-        f64(load.floor_chunks),
-        f64(load.floor_added_s), f64(load.floor_prob), f64(_Z), f64(_NONE_ABOVE),
+        f64(load.floor_own_s), f64(load.mean_chunk_s), f64(load.ttft_overhead_s),
+        f64(load.scheduler_steps), f64(load.cs2), f64(load.floor_chunks),
+        f64(load.floor_added_s), f64(load.floor_prob), f64(RESIDUAL_LEVELS), f64(_Z),
+        f64(_NONE_ABOVE),
         f64(CONTENTION_WEIGHTS), float(slo_s), float(q), float(rho_max), bool(paper_rule))

@@ -533,14 +533,16 @@ def calibrate(runs: Sequence[BenchmarkRun], steps: Sequence[StepTable], gpu: Gpu
     sched = sorted({r.scheduler_steps for r in runs})
     server = BenchmarkServer(float(u[5]), sched[-1] if sched else 1, prefill_budget_tokens,
                              output_lag_steps)
-    bench = (f"; benchmark server (not used in planning): ingest {server.ingest_ms_per_request:.2f} "
-             f"ms per request{'' if free[5] else ' (not identified)'}, "
-             f"{'/'.join(map(str, sched))} decode steps per scheduler call, "
+    bench = (f"; benchmark server: {'/'.join(map(str, sched))} decode steps per scheduler "
+             "call (scheduler_steps, used in planning), and, not used in planning: ingest "
+             f"{server.ingest_ms_per_request:.2f} ms per request"
+             f"{'' if free[5] else ' (not identified)'}, "
              f"{prefill_budget_tokens}-token prefill steps, first tokens {output_lag_steps} "
              "step(s) late" if runs else "")
     prof = replace(
         base, w_ms=w_ms, h_ms=h_ms, seq_ms=seq_ms, chunk_tokens=chunk_tokens,
-        prefill_ms_per_token=pf_ms, ttft_overhead_ms=overhead_ms, source="calibrated",
+        prefill_ms_per_token=pf_ms, ttft_overhead_ms=overhead_ms,
+        scheduler_steps=server.scheduler_steps, source="calibrated",
         citation=citation or "fleetopt calibrate (docs/engine.md section 3)",
         notes=(f"efficiencies against peak: weight read {eta[0]:.3f}, decode compute per "
                f"sequence {eta[1]:.3f}, KV read {eta[2]:.3f}"
@@ -621,7 +623,7 @@ def profile_toml(profile: Profile) -> str:
     """The catalogue TOML of one profile (``[profiles."NAME"]``), loadable by
     :func:`~fleetopt_milp.hardware.load_catalog`."""
     keys = ("gpu", "model", "tp", "w_ms", "h_ms", "seq_ms", "prefill_ms_per_token",
-            "ttft_overhead_ms", "calib_tokens",
+            "ttft_overhead_ms", "scheduler_steps", "calib_tokens",
             "chunk_tokens", "kv_blocks", "block_tokens", "max_slots", "source", "citation",
             "notes", "inputs_sha256", "fit_median_error", "fit_p90_error", "fit_observations")
     lines = [f"[profiles.{json.dumps(profile.name)}]"]

@@ -114,6 +114,10 @@ def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
 CONTENTION_LEVELS = np.array([0.5, 0.8, 0.95, 0.99, 0.999])
 CONTENTION_WEIGHTS = np.array([0.5, 0.3, 0.15, 0.04, 0.01])
 _Z = stats.norm.ppf(CONTENTION_LEVELS)
+#: The residual of a scheduler group at each contention level, as a share of the group: the
+#: midpoint of the level's band of a uniform residual ((0, 0.5] -> 0.25, (0.5, 0.8] -> 0.65,
+#: ...), so that the weighted mean is the uniform's 1/2 (docs/engine.md §2).
+RESIDUAL_LEVELS = (CONTENTION_LEVELS + np.concatenate([[0.0], CONTENTION_LEVELS[:-1]])) / 2.0
 _NONE_ABOVE = 1.0 - CONTENTION_LEVELS  # the share of prompts meeting none, from each level up
 
 
@@ -138,11 +142,16 @@ def jsq_reach(instances, pool_seqs):
 
 
 def _contended_floors(chunks, added_s, floor_prob, step_s, own_s, overhead_s, prefilling,
-                      mean_chunks, busy, instances, pool_batch, mean_chunk_s):
+                      mean_chunks, busy, instances, pool_batch, mean_chunk_s,
+                      scheduler_steps):
     """TTFT floors with prefill contention, ``(k, m J)`` floors and shares.
 
     A prompt of ``k`` chunks waits for the running step if its instance is busy (``busy``
-    of :func:`jsq_busy`, counted as a whole step), then shares ``k`` steps with
+    of :func:`jsq_busy`, counted as a whole step) and, on an engine that schedules ``M =
+    scheduler_steps`` decode steps per call, for the rest of the running group: ``M - 1``
+    steps times :data:`RESIDUAL_LEVELS` (the group's residual is uniform; each contention
+    level takes its band's midpoint, so the mean wait is half the group), then shares ``k``
+    steps with
     the decode batch: ``(k + busy) tau_d + P_own + P_bar S``, where ``tau_d = tau - P_bar
     b_pf`` is the step without prefill, ``b_pf`` the mean number of prefilling sequences,
     ``S`` the other prefills met over those steps, ``P_own = k H + p x`` the prompt's own
@@ -163,7 +172,8 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, own_s, overhead_s, pr
     b_pf = prefilling[:, None, None]
     tau_d = np.maximum(step_s[:, None, None] - pm_s * b_pf, 0.0)
     k = chunks[None, :, None]
-    steps = k + busy[:, None, None]
+    steps = k + busy[:, None, None] * (1.0 + (scheduler_steps[:, None, None] - 1.0)
+                                       * RESIDUAL_LEVELS[None, None, :])
     mu = steps * b_pf
     d = np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None]))
     lam = mu / d
@@ -253,7 +263,8 @@ class EnginePoolLoad(PoolLoad):
     ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``,
     ``chunk_s`` (``P = H + p chunk``, what a whole prefill chunk adds to its step),
     ``mean_chunks`` (E[k]), ``mean_chunk_s`` (``P_bar = H + p E[L_in] / E[k]``, the mean
-    cost of a chunk: prefill charged pro rata).
+    cost of a chunk: prefill charged pro rata), ``scheduler_steps`` (``M``, decode steps per
+    scheduler call: a prompt joins a busy instance at the end of a group).
     The floor grid's prefill chunks, own prefill cost and added latency (``floor_chunks``,
     ``floor_own_s``, ``floor_added_s``) and the TPOT SLO (``tpot_slo_s``, ``tpot_q``; ``None`` = none) are
     attributes shared by every candidate.
@@ -268,6 +279,7 @@ class EnginePoolLoad(PoolLoad):
     chunk_s: np.ndarray = None
     mean_chunks: np.ndarray = None
     mean_chunk_s: np.ndarray = None
+    scheduler_steps: np.ndarray = None
 
     load_dependent = True
 
@@ -276,7 +288,7 @@ class EnginePoolLoad(PoolLoad):
         for f in fields(EnginePoolLoad):
             if f.name in ("w_s", "step_cost_s", "mean_iterations", "kv_token_iterations",
                           "kv_capacity_tokens", "ttft_overhead_s", "chunk_s",
-                          "mean_chunks", "mean_chunk_s"):
+                          "mean_chunks", "mean_chunk_s", "scheduler_steps"):
                 v = np.broadcast_to(np.asarray(getattr(self, f.name), float),
                                     self.rate_rps.shape).copy()
                 object.__setattr__(self, f.name, v)
@@ -342,7 +354,7 @@ class EnginePoolLoad(PoolLoad):
                                    np.where(op.stable, op.prefilling, 0.0),
                                    self.mean_chunks[idx],
                                    np.where(op.stable, jsq_busy(n, b), 1.0), n, n * b,
-                                   self.mean_chunk_s[idx])
+                                   self.mean_chunk_s[idx], self.scheduler_steps[idx])
         # A request waits only while the batch is full: the queue drains at the step time
         # of a full batch (docs/engine.md §2).
         full = self.w_s[idx] + op.batch_cap * op.per_seq_s
@@ -437,7 +449,8 @@ class EngineServiceModel:
             slots_per_instance=np.full(mass.shape, prof.engine_max_batch),
             floor_s=grid, floor_prob=fp, w_s=w, step_cost_s=g1, mean_iterations=a1,
             kv_token_iterations=kv1, kv_capacity_tokens=float(prof.kv_capacity_tokens),
-            ttft_overhead_s=over, chunk_s=chunk, mean_chunks=k1, mean_chunk_s=mean_chunk)
+            ttft_overhead_s=over, chunk_s=chunk, mean_chunks=k1, mean_chunk_s=mean_chunk,
+            scheduler_steps=float(prof.scheduler_steps))
         return load.with_grid(table.floor_chunks, own, table.floor_added_s)
 
 

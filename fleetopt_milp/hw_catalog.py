@@ -132,6 +132,7 @@ _PROFILE_SCHEMA = {
     "seq_ms": ("num0", False),
     "prefill_ms_per_token": ("num0", False),
     "ttft_overhead_ms": ("num0", False),
+    "scheduler_steps": ("int", False),
     "inputs_sha256": ("aliases", False),
     "fit_median_error": ("num0", False),
     "fit_p90_error": ("num0", False),

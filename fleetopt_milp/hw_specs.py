@@ -213,7 +213,10 @@ class Profile:
     0 in the paper's and roofline profiles, whose chunk is one weight read),
     ``ttft_overhead_ms``, the
     fixed latency every request's first token pays (server, tokenizer, network), used by
-    the engine service model; ``inputs_sha256`` of the measurement files fitted; and the
+    the engine service model; ``scheduler_steps``, the decode steps the engine runs per
+    scheduler call (vLLM's ``--num-scheduler-steps``; 1 = admission at every step), with
+    which the profile was measured: a new prompt joins a busy engine only at the end of a
+    group (docs/engine.md §2); ``inputs_sha256`` of the measurement files fitted; and the
     fit quality: ``fit_median_error`` and ``fit_p90_error``, the median and 90th
     percentile of the absolute relative residuals over ``fit_observations`` observations.
     """
@@ -236,6 +239,7 @@ class Profile:
     seq_ms: float = 0.0
     prefill_ms_per_token: float = 0.0
     ttft_overhead_ms: float = 0.0
+    scheduler_steps: int = 1
     inputs_sha256: tuple[str, ...] = ()
     fit_median_error: float = 0.0
     fit_p90_error: float = 0.0
@@ -257,6 +261,7 @@ class Profile:
             kv_blocks=self.kv_blocks,
             block_tokens=self.block_tokens,
             max_slots=self.max_slots,
+            scheduler_steps=self.scheduler_steps,
         )
         _check_positive(
             owner, w_ms=self.w_ms, h_ms=self.h_ms, usd_per_gpu_hour=self.usd_per_gpu_hour

@@ -193,7 +193,7 @@ def test_engine_kernel_charges_calibrated_step_terms_exactly(prof):
                                                         rel=1e-9)
 
 
-def _floors(n, b, prefilling, chunks=9.0, mean_chunks=6.0):
+def _floors(n, b, prefilling, chunks=9.0, mean_chunks=6.0, scheduler_steps=1.0):
     """The contended floors of one pool at ``n`` instances (tau 13 ms, a whole chunk P 32.5
     ms, a mean chunk 20 ms, 85 ms overhead): floor values and shares, per contention
     level."""
@@ -202,7 +202,8 @@ def _floors(n, b, prefilling, chunks=9.0, mean_chunks=6.0):
     one = np.ones(1)
     return _contended_floors(np.array([chunks]), np.zeros(1), one[:, None], 0.013 * one,
                              0.0325 * chunks * one, 0.085 * one, prefilling * one, mean_chunks * one,
-                             jsq_busy(n * one, b * one), n * one, n * b * one, 0.020 * one)
+                             jsq_busy(n * one, b * one), n * one, n * b * one, 0.020 * one,
+                             scheduler_steps * one)
 
 
 def test_contention_on_one_instance_is_the_random_split_poisson_form():
@@ -268,3 +269,23 @@ def test_short_prompts_pay_their_own_tokens_not_a_whole_chunk(prof, cat):
     t2 = MomentTable(wl, paper, [2048], [1.0], 8192)
     np.testing.assert_array_equal(t2.floor_tokens, t2.floor_chunks * paper.chunk_tokens)
     np.testing.assert_allclose(t2.floor_s, t2.floor_chunks * paper.prefill_s(paper.chunk_tokens))
+
+
+def test_multi_step_engine_admits_a_prompt_at_the_end_of_the_running_group():
+    """On an engine that decodes M = 10 steps per scheduler call, a prompt reaching a busy
+    instance waits for the rest of the group: at each contention level, busy (1 + 9 r) steps
+    before its own k; with M = 1 the floors are those of a single step."""
+    from fleetopt_milp.engine_model import CONTENTION_WEIGHTS, RESIDUAL_LEVELS
+
+    b, b_pf, k = 3.0, 0.0, 9.0  # no other prompts: only the wait and the prompt's own steps
+    one_step, _ = _floors(1, b, b_pf)
+    group, _ = _floors(1, b, b_pf, scheduler_steps=10.0)
+    busy = 1.0 - np.exp(-b)
+    own = 0.0325 * k + 0.085
+    np.testing.assert_allclose(one_step[0], (k + busy) * 0.013 + own, rtol=1e-12)
+    np.testing.assert_allclose(group[0], (k + busy * (1 + 9 * RESIDUAL_LEVELS)) * 0.013 + own,
+                               rtol=1e-12)
+    np.testing.assert_allclose(RESIDUAL_LEVELS, [0.25, 0.65, 0.875, 0.97, 0.9945])
+    # On average a prompt waits half the group's other 9 steps: 4.5 steps more than M = 1.
+    mean_extra = CONTENTION_WEIGHTS @ (group[0] - one_step[0])
+    assert mean_extra == pytest.approx(4.5 * busy * 0.013, rel=1e-4)  # last band: 0.01 vs 0.009 wide
