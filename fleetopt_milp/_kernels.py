@@ -166,15 +166,16 @@ def _preempt_longest(j, t, base, n, sl, free_blk, q_head, q_tail, nxt, dec, held
 @njit(cache=True, inline="always")
 def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nxt, iter_end,
               dec, admit_t, first_admit, held, preempted, lin, lout, max_batch, block_tokens,
-              w_s, hc_s, seq_s, pf_s, pt_s, chunk_tokens, mac_m, mac_t0, mac_ctx0,
-              macro):  # pragma: no cover
+              cost, chunk_tokens, mac_m, mac_t0, mac_ctx0, macro, may_admit,
+              macro_cap):  # pragma: no cover
     """Schedule instance ``j``'s next event at time ``t`` and set ``iter_end[j]``.
 
     1. Each decoding sequence whose next token crosses a block boundary takes a block;
        while blocks are short, the longest sequence is preempted (recompute).
     2. Admission from the head of the queue (FCFS) while the batch is below its cap and the
        free blocks hold the whole prompt (prompt + generated tokens after a preemption);
-       none in an iteration that preempted unless the batch is empty.
+       none in an iteration that preempted unless the batch is empty, and none unless
+       ``may_admit`` (the end of a scheduler group) or the batch is empty.
     3. ``iter_end = t + W + s n + P n_prefill + p x_prefill + H sum_decode (kv + 1) / C_cal``;
        ``inf`` if idle (``s`` = the profile's per-sequence cost; ``P`` = a chunk's fixed cost,
        ``H``; ``p`` = the compute per prompt token and ``x_prefill`` the prompt tokens the
@@ -184,7 +185,8 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
        known in closed form - iteration ``i`` costs ``W + H (ctx0 + i n) / C_cal`` - up to
        the first completion, so the event covers ``m`` iterations (``mac_m[j]``) if the
        free blocks hold their growth and this boundary did not preempt (admission would
-       be retried at the next one). Until the first completion no waiting request can be
+       be retried at the next one), and at most ``macro_cap`` iterations (the rest of the
+       scheduler group). Until the first completion no waiting request can be
        admitted (the queue's head did not fit, or the batch is full) except one arriving
        into an empty queue, which cuts the step short (:func:`_macro_cut`). Same sample
        path as single steps, fewer events.
@@ -232,7 +234,7 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
             else:
                 npf += 1
                 pft += min(ch, sl[TGT, i] - sl[KV, i])
-    if (not preempted_now) or n == 0:
+    if ((not preempted_now) or n == 0) and (may_admit or n == 0):
         cap = max_batch[a]
         while n < cap and q_head[j] >= 0:
             r = q_head[j]
@@ -269,20 +271,23 @@ def _schedule(j, t, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nx
         m = sl[LOUT, base] - sl[DEC, base]
         for i in range(base + 1, base + n):
             m = min(m, sl[LOUT, i] - sl[DEC, i])
+        m = min(m, macro_cap)
         if m > 1:
             grow = 0
             for i in range(base, base + n):
                 grow += max(0, _ceil_div(sl[KV, i] + m, bt) - sl[BLK, i])
             if grow > free_blk[j]:
                 m = 1
-    hc = hc_s[a]
+    hc = cost[a, 2]
     if m == 1:
-        iter_end[j] = t + w_s[a] + seq_s[a] * n + pf_s[a] * npf + pt_s[a] * pft + hc * ctx
+        iter_end[j] = (t + cost[a, 0] + cost[a, 1] * n + cost[a, 3] * npf + cost[a, 4] * pft
+                       + hc * ctx)
     else:
         mac_m[j] = m
         mac_t0[j] = t
         mac_ctx0[j] = ctx
-        iter_end[j] = t + m * (w_s[a] + seq_s[a] * n) + hc * (m * ctx + n * (m * (m - 1) // 2))
+        iter_end[j] = (t + m * (cost[a, 0] + cost[a, 1] * n)
+                       + hc * (m * ctx + n * (m * (m - 1) // 2)))
 
 
 @njit(cache=True)
@@ -315,7 +320,7 @@ def _macro_cut(j, ta, mac_m, mac_t0, mac_ctx0, n_run, inst_alloc, iter_end, w_s,
 @njit(cache=True)
 def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_blocks,
                block_tokens, chunk_tokens, w_s, h_s, calib_tokens, seq_s, pf_s, pt_s,
-               macro=True):  # pragma: no cover
+               sched_steps, macro=True):  # pragma: no cover
     """Continuous batching per instance (the ``engine`` fidelity, docs/model.md §2).
 
     Per request (arrival order): ``arrival`` (s), ``alloc`` (allocation, ``-1`` = not
@@ -324,7 +329,8 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
     budget ``kv_blocks`` of ``block_tokens``, prefill ``chunk_tokens``, ``w_s`` = W (s),
     ``h_s`` = H (s) at ``calib_tokens`` context, ``seq_s`` = s (s per decoding sequence),
     ``pf_s`` = P (s per prefill chunk in a step, ``H``), ``pt_s`` = p (s per prompt token
-    a chunk carries: prefill charged pro rata).
+    a chunk carries: prefill charged pro rata), ``sched_steps`` = M (iterations per
+    scheduler call, vLLM's ``--num-scheduler-steps``).
 
     Rules (documented in :mod:`fleetopt_milp.simulator`):
 
@@ -338,7 +344,9 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
     - a prefilling sequence advances ``chunk`` tokens per iteration; its first token is
       out at the end of the iteration that completes its prefill; then one token per
       iteration until ``lout`` tokens (``ceil(L_in / chunk) + L_out`` iterations in all);
-    - admission and preemption as in :func:`_schedule`.
+    - admission and preemption as in :func:`_schedule`; with ``M > 1`` an instance admits
+      only at the end of a group of ``M`` iterations (or into an empty batch, which starts
+      a new group), as multi-step scheduling does.
 
     Sequence state lives in per-instance batch regions (contiguous arrays) and all-decode
     stretches advance as macro-steps (``macro``, see :func:`_schedule`) for speed.
@@ -348,7 +356,14 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
     """
     n = arrival.shape[0]
     n_alloc = inst_count.shape[0]
-    hc_s = h_s / calib_tokens  # H per KV token read (s)
+    # Per allocation: W, s, H per KV token read, P, p (seconds).
+    cost = np.empty((n_alloc, 5))
+    for a in range(n_alloc):
+        cost[a, 0] = w_s[a]
+        cost[a, 1] = seq_s[a]
+        cost[a, 2] = h_s[a] / calib_tokens[a]
+        cost[a, 3] = pf_s[a]
+        cost[a, 4] = pt_s[a]
     ni = 0
     for a in range(n_alloc):
         ni = max(ni, inst_off[a] + inst_count[a])
@@ -373,6 +388,7 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
     mac_m = np.ones(m, dtype=np.int64)
     mac_t0 = np.zeros(m)
     mac_ctx0 = np.zeros(m, dtype=np.int64)
+    grp = np.zeros(m, dtype=np.int64)  # iterations into the current scheduler group
     leaves = 1
     while leaves < ni:
         leaves *= 2
@@ -445,10 +461,12 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
                     cnt -= 1
                 i -= 1
             n_run[j] = cnt
+            ms = sched_steps[inst_alloc[j]]
+            grp[j] = 0 if cnt == 0 else (grp[j] + steps) % ms
             _schedule(j, tm, inst_alloc, run_off, n_run, sl, free_blk, q_head, q_tail, nxt,
                       iter_end, dec, admit_t, first_admit, held, preempted, lin, lout,
-                      max_batch, block_tokens, w_s, hc_s, seq_s, pf_s, pt_s, chunk_tokens,
-                      mac_m, mac_t0, mac_ctx0, macro)
+                      max_batch, block_tokens, cost, chunk_tokens, mac_m, mac_t0, mac_ctx0,
+                      macro, grp[j] == 0, (1 << 62) if ms == 1 else ms - grp[j])
             _tree_fix(tree, iter_end, leaves, j)
         else:
             r = i_arr
@@ -473,7 +491,8 @@ def engine_run(arrival, alloc, lin, lout, inst_off, inst_count, max_batch, kv_bl
             else:
                 q_head[j] = r
             q_tail[j] = r
-            if mac_m[j] > 1 and was_empty and n_run[j] < max_batch[alloc[r]]:
+            if (mac_m[j] > 1 and was_empty and n_run[j] < max_batch[alloc[r]]
+                    and sched_steps[a] == 1):
                 _macro_cut(j, ta, mac_m, mac_t0, mac_ctx0, n_run, inst_alloc, iter_end, w_s,
                            h_s, calib_tokens, seq_s)
                 _tree_fix(tree, iter_end, leaves, j)

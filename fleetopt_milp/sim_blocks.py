@@ -88,5 +88,5 @@ def engine_times(arrival_s, input_tokens, output_tokens, profile: Profile,
         np.array([profile.h_ms * 1e-3]), np.array([float(profile.calib_tokens)]),
         np.array([profile.seq_ms * 1e-3]),
         np.array([profile.h_ms * 1e-3]), np.array([profile.prefill_ms_per_token * 1e-3]),
-        bool(macro_steps))
+        one * profile.scheduler_steps, bool(macro_steps))
     return EngineTimes(*res)

@@ -100,7 +100,8 @@ def _run(job: _Job) -> dict:
             np.array([x.calib_tokens for x in p], dtype=np.float64),
             np.array([x.seq_ms * 1e-3 for x in p]),
             np.array([x.h_ms * 1e-3 for x in p]),
-            np.array([x.prefill_ms_per_token * 1e-3 for x in p]), True)
+            np.array([x.prefill_ms_per_token * 1e-3 for x in p]),
+            np.array([x.scheduler_steps for x in p], dtype=np.int64), True)
         wait = first_admit - arrival
         overhead = np.array([x.ttft_overhead_ms * 1e-3 for x in p] + [0.0])
         ttft = (first_token - arrival + routed.compressed * fleet.compression_latency_s
@@ -209,7 +210,7 @@ def _warm_kernels(fidelity: str) -> None:
     else:
         one = np.ones(1, dtype=np.int64)
         _kernels.engine_run(z, i, one, one, i, one, one, one * 4, one, one, z + 1e-3,
-                            z + 1e-4, z + 1.0, z, z + 1e-4, z, True)
+                            z + 1e-4, z + 1.0, z, z + 1e-4, z, one, True)
 
 
 def _map(jobs: list[_Job], workers: int | None, scheduler) -> list[dict]:

@@ -251,6 +251,33 @@ def test_engine_macro_steps_follow_the_single_step_sample_path(paper_h100):
             np.testing.assert_allclose(getattr(fast, f), getattr(slow, f), rtol=1e-9)
         assert np.array_equal(fast.preemptions, slow.preemptions)
     assert slow.preemptions.sum() > 0  # the small KV cache exercised preemption
+    # Multi-step scheduling (10 iterations per scheduler call): the same sample path too.
+    grouped = paper_h100.with_overrides(scheduler_steps=10, kv_blocks=500)
+    fast = engine_times(arr, lin, lout, grouped, 4096, instances=2, max_batch=64)
+    slow = engine_times(arr, lin, lout, grouped, 4096, instances=2, max_batch=64,
+                        macro_steps=False)
+    for f in ("first_admit_s", "first_token_s", "finish_s", "held_s"):
+        np.testing.assert_allclose(getattr(fast, f), getattr(slow, f), rtol=1e-9)
+    assert np.array_equal(fast.preemptions, slow.preemptions)
+
+
+def test_multi_step_engine_admits_at_the_end_of_a_group(paper_h100):
+    """With 10 iterations per scheduler call a request reaching a busy instance is admitted
+    when the running group ends: the first request starts a group at t = 0 (an empty batch
+    admits at once), a second arriving during its 3rd iteration waits for the 10th to end."""
+    prof = paper_h100.with_overrides(scheduler_steps=10)
+    lin, lout = np.array([16, 16]), np.array([50, 5])
+    one = engine_times(np.array([0.0]), lin[:1], lout[:1], prof, 4096)
+    step = one.first_token_s[0]  # a 16-token prompt: one iteration alone
+    both = engine_times(np.array([0.0, 2.5 * step]), lin, lout, prof, 4096)
+    assert both.first_admit_s[0] == 0.0
+    # Iterations of one decoding sequence grow slightly with its context: the 10th ends
+    # where a lone request of 9 output tokens finishes (k + L_out = 1 + 9 iterations).
+    solo = engine_times(np.array([0.0]), lin[:1], np.array([9]), prof, 4096)
+    assert both.first_admit_s[1] == pytest.approx(solo.finish_s[0], rel=1e-12)
+    # At one iteration per call it is admitted at the end of the 3rd.
+    per_step = engine_times(np.array([0.0, 2.5 * step]), lin, lout, paper_h100, 4096)
+    assert per_step.first_admit_s[1] < 3.01 * step < both.first_admit_s[1]
 
 
 # ---------------------------------------------------------------------------------------
