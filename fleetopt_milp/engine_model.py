@@ -20,7 +20,9 @@ instance, with ``lambda_i = lambda / n`` requests/s:
   step if the instance is busy + ``k`` prefill chunks, each
   sharing a step with the decode batch at the operating point (``tau + P``), + the
   profile's TTFT overhead, with the other prompts' chunks met in those steps as a
-  random count (:func:`_contended_floors`);
+  random count, over-dispersed by the step's feedback (a longer step gathers more
+  prompts: :func:`feedback_dispersion`) and taken at its exact Poisson quantiles
+  (:func:`_contended_floors`);
 - TPOT of a decoding sequence is a step with itself and the others: ``W + g_bar (1 + N)``,
   ``g_bar = E[g] / E[a]``, with ``N ~ Poisson(b)`` others (the occupancy of an M/G/inf
   system), capped at the batch cap: mean ``tau + g_bar`` and percentiles as ``N`` moves.
@@ -45,8 +47,8 @@ from .poolload import PoolLoad, QueueBatch
 from .queueing import Queue
 from .service import EMPTY_MASS, register_service_model
 
-__all__ = ["OperatingPoint", "operating_point", "jsq_busy", "jsq_reach", "EnginePoolLoad", "EngineQueue",
-           "EngineServiceModel", "ENGINE", "TpotFigures", "tpot_figures", "tpot_tail",
+__all__ = ["OperatingPoint", "operating_point", "jsq_busy", "jsq_reach", "feedback_dispersion",
+           "EnginePoolLoad", "EngineQueue", "EngineServiceModel", "ENGINE", "TpotFigures", "tpot_figures", "tpot_tail",
            "pool_tpot_fields"]
 
 
@@ -109,10 +111,10 @@ def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
 
 #: Prefill contention of a TTFT floor (docs/engine.md §2): the other prefilling sequences
 #: met over a prompt's steps, as levels of a Poisson count, each standing for the share of
-#: requests below it (the upper end of each band: conservative).
-CONTENTION_LEVELS = np.array([0.5, 0.8, 0.95, 0.99, 0.999])
-CONTENTION_WEIGHTS = np.array([0.5, 0.3, 0.15, 0.04, 0.01])
-_Z = stats.norm.ppf(CONTENTION_LEVELS)
+#: requests below it down to the previous level (the upper end of each band:
+#: conservative); the last band, the top 0.1%, at 0.9999.
+CONTENTION_LEVELS = np.array([0.5, 0.8, 0.95, 0.99, 0.999, 0.9999])
+CONTENTION_WEIGHTS = np.array([0.5, 0.3, 0.15, 0.04, 0.009, 0.001])
 _NONE_ABOVE = 1.0 - CONTENTION_LEVELS  # the share of prompts meeting none, from each level up
 
 
@@ -136,6 +138,19 @@ def jsq_reach(instances, pool_seqs):
     return np.where(n > 1.0, special.pdtrc(np.maximum(n - 2.0, 0.0), pool_seqs), 1.0)
 
 
+def feedback_dispersion(prefill_share, instances):
+    """Variance-to-mean ratio of the prefill count a prompt meets, from the step's
+    feedback (arrays; docs/engine.md §2): every chunk in a step lengthens it by ``P``, and
+    ``lambda_i P`` more prompts arrive meanwhile, so the chunks per step form a branching
+    process with ratio ``r = P b_pf / tau`` (the prefill share of the step) whose count over
+    two consecutive steps has variance ``1 / (1 - r)`` times its mean. Under
+    join-the-shortest-queue the pool's ``n`` instances share that surge (a long step at
+    one instance sends the next prompts to the others), leaving each ``1 + r / ((1 - r)
+    n)``; 1 without prefill."""
+    r = np.minimum(np.asarray(prefill_share, float), 1.0 - 1e-12)
+    return 1.0 + r / ((1.0 - r) * np.maximum(np.asarray(instances, float), 1.0))
+
+
 def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, prefilling,
                       mean_chunks, busy, instances, pool_batch):
     """TTFT floors with prefill contention, ``(k, m J)`` floors and shares.
@@ -145,15 +160,17 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, 
     the decode batch: ``(k + busy) tau_d + P (k + S)``, where ``tau_d = tau - P b_pf`` is
     the step without prefill, ``b_pf`` the mean number of prefilling sequences and ``S``
     the other prefills met over those steps. Under a random split ``S`` has mean ``(k +
-    busy) b_pf``; a prompt met in one step stays for about ``E[k]`` steps, so the steps'
-    counts are correlated and their sum over-dispersed by ``d = max(1, min(k + 1, E[k]))``:
-    ``S = d N``, ``N ~ Poisson(mean / d)``. Under join-the-shortest-queue another prompt
-    reaches the instance only while every other one is busy: ``P(S > 0) = reach P(N > 0)``,
-    ``reach`` of :func:`jsq_reach` with the pool's ``n b`` sequences (``pool_batch``) plus
-    the ``n k b_pf / E[k]`` arriving over the prompt's ``k`` steps. ``S`` is taken at
-    :data:`CONTENTION_LEVELS`: 0 while ``1 - P(S > 0)`` covers the level, else the random
-    split's normal approximation at the level, rounded up, at least 1 (above the mixture's
-    own quantile: conservative).
+    busy) b_pf``; a prompt met in one step stays for about ``E[k]`` steps, and a long step
+    gathers more prompts for the next (the variance ratio ``f`` of
+    :func:`feedback_dispersion`), so the steps' counts are correlated and their sum
+    over-dispersed by ``d = max(1, min(k + 1, E[k])) f``: ``S = d N``, ``N ~ Poisson(mean
+    / d)``. Under join-the-shortest-queue another prompt reaches the instance only while
+    every other one is busy: ``P(S > 0) = reach P(N > 0)``, ``reach`` of
+    :func:`jsq_reach` with the pool's ``n b`` sequences (``pool_batch``) plus the ``n k
+    b_pf / E[k]`` arriving over the prompt's ``k`` steps. ``S`` is taken at
+    :data:`CONTENTION_LEVELS`: 0 while ``1 - P(S > 0)`` covers the level, else ``d`` times
+    the random split's Poisson quantile of ``N`` at the level, at least 1 (above the
+    mixture's own quantile: conservative).
     """
     p_s = chunk_s[:, None, None]
     b_pf = prefilling[:, None, None]
@@ -161,12 +178,14 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, 
     k = chunks[None, :, None]
     steps = k + busy[:, None, None]
     mu = steps * b_pf
-    d = np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None]))
+    spread = feedback_dispersion(chunk_s * prefilling / np.maximum(step_s, 1e-300),
+                                 instances)[:, None, None]
+    d = np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None])) * spread
     lam = mu / d
     nn = instances[:, None, None]
     reach = jsq_reach(nn, pool_batch[:, None, None]
                       + nn * k * b_pf / np.maximum(mean_chunks[:, None, None], 1e-300))
-    n_q = np.maximum(np.ceil(lam + _Z[None, None, :] * np.sqrt(lam) - 1e-9), 1.0)
+    n_q = np.maximum(_poisson_ppf(CONTENTION_LEVELS, np.where(lam > 0, lam, 1.0)), 1.0)
     met = d * np.where(reach * -np.expm1(-lam) <= _NONE_ABOVE[None, None, :], 0.0, n_q)
     fs = steps * tau_d + p_s * (k + met) + added_s[None, :, None] + overhead_s[:, None, None]
     fp = floor_prob[:, :, None] * CONTENTION_WEIGHTS[None, None, :]
