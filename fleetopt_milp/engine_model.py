@@ -237,7 +237,7 @@ class EngineQueue(Queue):
 
     The queue's servers are the pool's batch slots (instances x batch cap); its service
     time is ``a tau``. ``w_s``, ``per_seq_s``, ``mean_batch``, ``batch_cap``, ``step_s``:
-    the per-instance operating point (docs/engine.md §2).
+    the per-instance operating point (docs/engine.md §2); ``mean_iterations``: ``E[a]``.
     """
 
     w_s: float = 0.0
@@ -245,10 +245,19 @@ class EngineQueue(Queue):
     mean_batch: float = 0.0
     batch_cap: float = 1.0
     step_s: float = 0.0
+    mean_iterations: float = 1.0
 
     @property
     def mean_tpot_s(self) -> float:
         return self.step_s + self.per_seq_s
+
+    @property
+    def hold_s(self) -> float:
+        """Mean seconds a request holds its batch slot at the operating point, ``E[a] (tau +
+        g_bar)``: the time scale of the pool's steady state (the simulator's warm-up and
+        certification's run length), where ``mean_service_s``, the full batch's drain
+        time that sets the wait, can be far longer."""
+        return self.mean_iterations * self.mean_tpot_s
 
     def tpot_tail(self, t_s: float) -> float:
         """P(TPOT > t_s) for this queue's decoding sequences."""
@@ -402,7 +411,8 @@ class EnginePoolLoad(PoolLoad):
             mean_service_s=float(b.mean_service_s[0]), cs2=float(b.cs2[0]),
             floor_s=b.floor_s[0][keep], floor_prob=fp[keep], w_s=float(self.w_s[i]),
             per_seq_s=float(op.per_seq_s[0]), mean_batch=float(op.mean_batch[0]),
-            batch_cap=float(op.batch_cap[0]), step_s=float(op.step_s[0]))
+            batch_cap=float(op.batch_cap[0]), step_s=float(op.step_s[0]),
+            mean_iterations=float(self.mean_iterations[i]))
 
 
 @dataclass(frozen=True)

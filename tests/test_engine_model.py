@@ -268,3 +268,19 @@ def test_contention_vanishes_with_many_idle_instances():
     assert jsq_busy(np.array([264.0]), np.array([0.07]))[0] < 1e-100
     assert jsq_busy(np.array([4.0]), np.array([50.0]))[0] == pytest.approx(1.0)
     assert jsq_reach(np.array([1.0]), np.array([0.0]))[0] == 1.0
+
+
+def test_engine_queue_steady_state_time_scale_is_its_batch_time():
+    # A request holds its batch slot for E[a] (tau + g_bar) = 100 x 21 ms = 2.1 s, while
+    # E[S], the drain time of a full batch of 3,000 (W + cap g_bar = 3.01 s a step), is
+    # 301 s: the simulator's warm-up (3 mean residual hold times) and certification's run
+    # length take the former (an lmsys short pool was "not steady" with the latter).
+    from fleetopt_milp.engine_model import EngineQueue
+    from fleetopt_milp.sim_analytical import _warmup_s
+
+    q = EngineQueue(servers=6000, offered_load=100.0, mean_service_s=100 * 3.01, cs2=0.5,
+                    floor_s=np.array([0.1]), floor_prob=np.array([1.0]), w_s=0.01,
+                    per_seq_s=0.001, mean_batch=50.0, batch_cap=3000.0, step_s=0.02,
+                    mean_iterations=100.0)
+    assert q.hold_s == pytest.approx(2.1, rel=1e-12)
+    assert _warmup_s([q]) == pytest.approx(3.0 * 2.1 * 1.5 / 2.0, rel=1e-12)
