@@ -18,7 +18,8 @@ Writes four sections of benchmarks/RESULTS.md:
 Run: ``.venv/bin/python benchmarks/bench_engine.py`` (a few minutes on 2 cores); with
 ``--speed``, only the ``engine-speed`` section (seconds); with ``--fleets``, only the
 ``engine-fleets`` section; with ``--long-pool``, only the
-``engine-long-pool`` section (about a minute).
+``engine-long-pool`` section (about a minute); with ``--vs-simulation``, only the
+``engine-vs-simulation`` section (about a minute).
 """
 
 from __future__ import annotations
@@ -352,6 +353,9 @@ def engine_speed() -> str:
 def main() -> None:
     if "--long-pool" in sys.argv[1:]:  # only the long-pool section
         write_section("engine-long-pool", long_pool_sizes())
+        return
+    if "--vs-simulation" in sys.argv[1:]:  # only the model-against-simulation section
+        write_section("engine-vs-simulation", engine_vs_simulation())
         return
     if "--fleets" in sys.argv[1:]:  # only the slot-against-engine fleets section
         write_section("engine-fleets", engine_fleets())
