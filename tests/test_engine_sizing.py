@@ -65,3 +65,35 @@ def test_tpot_poisson_forms_are_scipy_stats_to_the_bit():
     for mu in mus[::20]:
         n = np.arange(int(3 * mu) + 5)
         np.testing.assert_array_equal(_poisson_pmf(n, mu), stats.poisson.pmf(n, mu))
+
+
+@pytest.mark.parametrize("n,b,b_pf,tau_ms", [(1, 0.8, 0.3, 13.0), (5, 80.7, 1.91, 80.2),
+                                             (24, 22.2, 0.26, 23.1), (264, 0.07, 0.01, 13.0)])
+def test_compiled_floors_equal_the_numpy_floors(n, b, b_pf, tau_ms):
+    # The contended floors themselves (feedback dispersion, Poisson quantiles, JSQ terms),
+    # not only the counts they lead to: one-chunk to four-chunk prompts, a prefill-heavy
+    # step (lmsys's short pool) and a nearly idle pool.
+    from fleetopt_milp import _engine_sizing
+    from fleetopt_milp.engine_model import (
+        _NONE_ABOVE,
+        CONTENTION_LEVELS,
+        CONTENTION_WEIGHTS,
+        _contended_floors,
+        jsq_busy,
+    )
+
+    chunks = np.array([1.0, 2.0, 3.0, 4.0])
+    added = np.array([0.0, 0.0, 0.0, 0.05])
+    share = np.array([0.48, 0.33, 0.09, 0.10])
+    tau, p_s, over, k1 = tau_ms * 1e-3, 0.0325, 0.085, float(share @ chunks)
+    one = np.ones(1)
+    want_fs, want_fp = _contended_floors(chunks, added, share[None, :], tau * one, p_s * one,
+                                         over * one, b_pf * one, k1 * one,
+                                         jsq_busy(n * one, b * one), n * one, n * b * one)
+    fs = np.empty(chunks.size * CONTENTION_LEVELS.size)
+    fp = np.empty_like(fs)
+    _engine_sizing._floors(float(n), tau, b, b_pf, np.arange(chunks.size), k1, p_s, over,
+                           chunks, added, share, CONTENTION_LEVELS, _NONE_ABOVE,
+                           CONTENTION_WEIGHTS, fs, fp)
+    np.testing.assert_allclose(fs, want_fs[0], rtol=1e-13)
+    np.testing.assert_allclose(fp, want_fp[0], rtol=1e-13)
