@@ -48,8 +48,8 @@ from .queueing import Queue
 from .service import EMPTY_MASS, register_service_model
 
 __all__ = ["OperatingPoint", "operating_point", "jsq_busy", "jsq_reach", "feedback_dispersion",
-           "EnginePoolLoad", "EngineQueue", "EngineServiceModel", "ENGINE", "TpotFigures", "tpot_figures", "tpot_tail",
-           "pool_tpot_fields"]
+           "EnginePoolLoad", "EngineQueue", "EngineServiceModel", "ENGINE", "TpotFigures",
+           "tpot_figures", "tpot_tail", "pool_tpot_fields"]
 
 
 @dataclass(frozen=True)
