@@ -40,28 +40,31 @@ def _scipy(name: str):
                                   types.float64(types.float64, types.float64))
 
 
-# The Poisson upper tail (engine_model.jsq_busy) and CDF: the functions the numpy path
-# calls.
+# The Poisson upper tail (engine_model.jsq_busy): the function the numpy path calls.
 _pdtrc = _scipy("pdtrc")
-_pdtr = _scipy("pdtr")
 
 
 @njit(cache=True)
-def _poisson_ppf(q, mu, start):
-    """:func:`fleetopt_milp.engine_model._poisson_ppf` for one level ``q`` and mean ``mu``:
-    the smallest ``n`` with ``P(Poisson(mu) <= n) >= q``, searched from ``start`` (the
-    previous, lower level's quantile: the levels ascend)."""
-    n = start
-    while n > 0.0 and _pdtr(n - 1.0, mu) >= q:
-        n -= 1.0
-    while _pdtr(n, mu) < q:
-        n += 1.0
-    return n
+def _poisson_level(steps, z, mu):
+    """:func:`fleetopt_milp.engine_model._poisson_levels` for one level (its row ``steps``
+    of :func:`~fleetopt_milp.engine_model.contention_steps`, standard score ``z``) and
+    mean ``mu``: the first ``j`` with ``steps[j] >= mu`` (``numpy.searchsorted``), beyond
+    the table the same Cornish-Fisher quantile."""
+    lo, hi = 0, steps.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if steps[mid] < mu:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo >= steps.size:
+        return float(math.ceil(mu + math.sqrt(mu) * z + (z ** 2 - 1.0) / 6.0))
+    return float(lo)
 
 
 @njit(cache=True)
-def _floors(nf, tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_row, levels,
-            none_above, level_w, fs, fp):
+def _floors(nf, tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_row, level_steps,
+            levels_z, none_above, level_w, fs, fp):
     """The contended TTFT floors at an operating point of ``nf`` instances (step ``tau``,
     batch ``b``, ``prefilling`` sequences), written to ``fs``/``fp``: one per used column
     and contention level; ``busy``, ``reach`` and ``spread`` as :func:`~fleetopt_milp.
@@ -81,13 +84,11 @@ def _floors(nf, tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_r
         seqs = nf * b + nf * k * prefilling / max(k1, 1e-300)
         reach = _pdtrc(max(nf - 2.0, 0.0), seqs) if nf > 1.0 else 1.0
         lam_q = lam if lam > 0.0 else 1.0
-        n_q = max(math.floor(lam_q) - 1.0, 0.0)  # below the median (>= lam - ln 2)
-        for lv in range(levels.size):
-            n_q = _poisson_ppf(levels[lv], lam_q, n_q)
+        for lv in range(level_steps.shape[0]):
             if reach * -math.expm1(-lam) <= none_above[lv]:
                 met = d * 0.0
             else:
-                met = d * max(n_q, 1.0)
+                met = d * max(_poisson_level(level_steps[lv], levels_z[lv], lam_q), 1.0)
             fs[m] = steps * tau_d + chunk * (k + met) + fadded[j] + over
             fp[m] = fp_row[j] * level_w[lv]
             m += 1
@@ -95,7 +96,7 @@ def _floors(nf, tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_r
 
 @njit(cache=True)
 def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchunks,
-            fadded, fp_row, levels, none_above, level_w, fs, fp, slo_s, q, rho_max,
+            fadded, fp_row, level_steps, levels_z, none_above, level_w, fs, fp, slo_s, q, rho_max,
             paper_rule):
     """The candidate meets the TTFT SLO and the utilization cap at ``n`` instances: its
     operating point (:func:`~fleetopt_milp.engine_model.operating_point`), the cap, then
@@ -114,7 +115,7 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchu
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
     _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, chunk, over, fchunks, fadded, fp_row,
-            levels, none_above, level_w, fs, fp)
+            level_steps, levels_z, none_above, level_w, fs, fp)
     per_seq = g / max(ea, 1e-300)
     es = ea * max(w + cap * per_seq, tau)
     theta = 2.0 * (c - a) / (es * (1.0 + cs2))
@@ -124,9 +125,10 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchu
 
 @njit(cache=True)
 def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchunks, fadded,
-              floor_prob, levels, none_above, level_w, slo_s, q, rho_max, paper_rule):
+              floor_prob, level_steps, levels_z, none_above, level_w, slo_s, q, rho_max,
+              paper_rule):
     out = np.zeros(busy.size, dtype=np.int64)
-    n_lv = levels.size
+    n_lv = level_steps.shape[0]
     prev_n, prev_rate = 0, 1.0
     col_buf = np.zeros(floor_prob.shape[1], dtype=np.int64)
     fs_buf = np.empty(floor_prob.shape[1] * n_lv)
@@ -146,8 +148,8 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchun
         fs = fs_buf[:cols.size * n_lv]
         fp = fp_buf[:cols.size * n_lv]
         args = (cols, rate[i], w[i], g[i], ea[i], kv[i], maxb[i], kvcap[i], k1[i],
-                chunk[i], over[i], cs2[i], fchunks, fadded, row, levels, none_above,
-                level_w, fs, fp, slo_s, q, rho_max, paper_rule)
+                chunk[i], over[i], cs2[i], fchunks, fadded, row, level_steps, levels_z,
+                none_above, level_w, fs, fp, slo_s, q, rho_max, paper_rule)
         # The lower bound of EnginePoolLoad.lower_bound_instances: stability and W.
         lam = rate[i]
         stab = int(math.floor(lam * g[i] + 1e-12)) + 1
@@ -204,7 +206,7 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
                   paper_rule: bool) -> np.ndarray:
     """Minimum instances of the engine-model candidates ``busy`` (with traffic, servable,
     no TPOT SLO): the counts of :func:`fleetopt_milp.sizing._search_numpy`."""
-    from .engine_model import _NONE_ABOVE, CONTENTION_LEVELS, CONTENTION_WEIGHTS
+    from .engine_model import _NONE_ABOVE, _Z, CONTENTION_WEIGHTS, contention_steps
 
     def f64(x):
         return np.ascontiguousarray(x, dtype=np.float64)
@@ -214,5 +216,6 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
         f64(load.step_cost_s), f64(load.mean_iterations), f64(load.kv_token_iterations),
         f64(load.slots_per_instance), f64(load.kv_capacity_tokens), f64(load.mean_chunks),
         f64(load.chunk_s), f64(load.ttft_overhead_s), f64(load.cs2), f64(load.floor_chunks),
-        f64(load.floor_added_s), f64(load.floor_prob), f64(CONTENTION_LEVELS), f64(_NONE_ABOVE),
+        f64(load.floor_added_s), f64(load.floor_prob), f64(contention_steps()), f64(_Z),
+        f64(_NONE_ABOVE),
         f64(CONTENTION_WEIGHTS), float(slo_s), float(q), float(rho_max), bool(paper_rule))

@@ -35,6 +35,7 @@ tries. Units: seconds, tokens, requests/s.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, fields
 
@@ -116,6 +117,39 @@ def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
 CONTENTION_LEVELS = np.array([0.5, 0.8, 0.95, 0.99, 0.999, 0.9999])
 CONTENTION_WEIGHTS = np.array([0.5, 0.3, 0.15, 0.04, 0.009, 0.001])
 _NONE_ABOVE = 1.0 - CONTENTION_LEVELS  # the share of prompts meeting none, from each level up
+_Z = stats.norm.ppf(CONTENTION_LEVELS)
+
+
+#: Means below which the contention quantiles are exact (a table of the Poisson CDF's
+#: steps); above, the Cornish-Fisher quantile rounded up.
+TABLE_COUNTS = 4096
+
+
+@functools.cache
+def contention_steps() -> np.ndarray:
+    """``(levels, TABLE_COUNTS)``: the mean at which ``P(Poisson(mean) <= j) =`` each of
+    :data:`CONTENTION_LEVELS` (``scipy.special.pdtri``); the quantile at a level is the
+    first ``j`` whose step is at or above the mean. Built once, on first use."""
+    return special.pdtri(np.arange(float(TABLE_COUNTS))[None, :], CONTENTION_LEVELS[:, None])
+
+
+def _poisson_levels(lam):
+    """The Poisson quantiles at :data:`CONTENTION_LEVELS` of means ``lam > 0`` (``(..., 1)``
+    -> ``(..., levels)``): exact (the smallest ``n`` with ``P(Poisson(lam) <= n) >= level``,
+    from :func:`contention_steps`, a binary search where inverting the CDF per element
+    would dominate a plan) below :data:`TABLE_COUNTS`; above, ``ceil(lam + sqrt(lam) z +
+    (z^2 - 1) / 6)`` (Cornish-Fisher)."""
+    steps = contention_steps()
+    flat = np.ascontiguousarray(lam[..., 0]).ravel()
+    out = np.empty(lam.shape[:-1] + (CONTENTION_LEVELS.size,))
+    for lv in range(CONTENTION_LEVELS.size):
+        n = np.searchsorted(steps[lv], flat, side="left").astype(float)
+        far = n >= TABLE_COUNTS
+        if far.any():
+            z = _Z[lv]
+            n[far] = np.ceil(flat[far] + np.sqrt(flat[far]) * z + (z ** 2 - 1.0) / 6.0)
+        out[..., lv] = n.reshape(lam.shape[:-1])
+    return out
 
 
 def jsq_busy(instances, mean_batch):
@@ -185,7 +219,7 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, chunk_s, overhead_s, 
     nn = instances[:, None, None]
     reach = jsq_reach(nn, pool_batch[:, None, None]
                       + nn * k * b_pf / np.maximum(mean_chunks[:, None, None], 1e-300))
-    n_q = np.maximum(_poisson_ppf(CONTENTION_LEVELS, np.where(lam > 0, lam, 1.0)), 1.0)
+    n_q = np.maximum(_poisson_levels(np.where(lam > 0, lam, 1.0)), 1.0)
     met = d * np.where(reach * -np.expm1(-lam) <= _NONE_ABOVE[None, None, :], 0.0, n_q)
     fs = steps * tau_d + p_s * (k + met) + added_s[None, :, None] + overhead_s[:, None, None]
     fp = floor_prob[:, :, None] * CONTENTION_WEIGHTS[None, None, :]

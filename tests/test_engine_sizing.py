@@ -76,9 +76,11 @@ def test_compiled_floors_equal_the_numpy_floors(n, b, b_pf, tau_ms):
     from fleetopt_milp import _engine_sizing
     from fleetopt_milp.engine_model import (
         _NONE_ABOVE,
+        _Z,
         CONTENTION_LEVELS,
         CONTENTION_WEIGHTS,
         _contended_floors,
+        contention_steps,
         jsq_busy,
     )
 
@@ -93,7 +95,32 @@ def test_compiled_floors_equal_the_numpy_floors(n, b, b_pf, tau_ms):
     fs = np.empty(chunks.size * CONTENTION_LEVELS.size)
     fp = np.empty_like(fs)
     _engine_sizing._floors(float(n), tau, b, b_pf, np.arange(chunks.size), k1, p_s, over,
-                           chunks, added, share, CONTENTION_LEVELS, _NONE_ABOVE,
+                           chunks, added, share, contention_steps(), _Z, _NONE_ABOVE,
                            CONTENTION_WEIGHTS, fs, fp)
     np.testing.assert_allclose(fs, want_fs[0], rtol=1e-13)
     np.testing.assert_allclose(fp, want_fp[0], rtol=1e-13)
+
+
+def test_contention_quantiles_are_scipy_poisson_ppf():
+    # The Cornish-Fisher guess corrected by steps of one is the exact quantile, from means
+    # far below 1 to the thousands of chunks a long pool's prompt can meet.
+    from scipy import stats
+
+    from fleetopt_milp import _engine_sizing
+    from fleetopt_milp.engine_model import (
+        _Z,
+        CONTENTION_LEVELS,
+        TABLE_COUNTS,
+        _poisson_levels,
+        contention_steps,
+    )
+
+    lam = np.geomspace(1e-4, 0.7 * TABLE_COUNTS, 3001)[:, None]  # quantiles in the table
+    want = stats.poisson.ppf(CONTENTION_LEVELS, lam)
+    np.testing.assert_array_equal(_poisson_levels(lam), want)
+    got = [[_engine_sizing._poisson_level(row, z, x) for row, z in zip(contention_steps(), _Z)]
+           for x in lam[:, 0]]
+    np.testing.assert_array_equal(got, want)
+    # Beyond the table: the Cornish-Fisher quantile rounded up, within one of the exact.
+    far = np.array([[2.0 * TABLE_COUNTS], [1e5]])
+    assert np.all(np.abs(_poisson_levels(far) - stats.poisson.ppf(CONTENTION_LEVELS, far)) <= 1)
