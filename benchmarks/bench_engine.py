@@ -19,7 +19,8 @@ Run: ``.venv/bin/python benchmarks/bench_engine.py`` (a few minutes on 2 cores);
 ``--speed``, only the ``engine-speed`` section (seconds); with ``--holdout``, only the
 ``calibration-holdout`` section (seconds); with ``--fleets``, only the
 ``engine-fleets`` section; with ``--long-pool``, only the
-``engine-long-pool`` section (about a minute).
+``engine-long-pool`` section (about a minute); with ``--vs-simulation``, only the
+``engine-vs-simulation`` section (about a minute).
 """
 
 from __future__ import annotations
@@ -378,6 +379,9 @@ def main() -> None:
         return
     if "--long-pool" in sys.argv[1:]:  # only the long-pool section
         write_section("engine-long-pool", long_pool_sizes())
+        return
+    if "--vs-simulation" in sys.argv[1:]:  # only the model-against-simulation section
+        write_section("engine-vs-simulation", engine_vs_simulation())
         return
     if "--fleets" in sys.argv[1:]:  # only the slot-against-engine fleets section
         write_section("engine-fleets", engine_fleets())

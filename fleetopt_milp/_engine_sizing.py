@@ -30,38 +30,65 @@ from numba.extending import get_cython_function_address
 
 from ._sizing import floor_stats, meets_slo
 
-# scipy.special.pdtrc (the Poisson upper tail), the function engine_model.jsq_busy calls,
-# bound by name so that the cached kernels link to it again in a new process.
-binding.add_symbol("fleetopt_scipy_pdtrc",
-                   get_cython_function_address("scipy.special.cython_special", "pdtrc"))
-_pdtrc = types.ExternalFunction("fleetopt_scipy_pdtrc",
-                                types.float64(types.float64, types.float64))
+
+def _scipy(name: str):
+    """``scipy.special.<name>(double, double)``, bound by name so that the cached kernels
+    link to it again in a new process."""
+    binding.add_symbol(f"fleetopt_scipy_{name}",
+                       get_cython_function_address("scipy.special.cython_special", name))
+    return types.ExternalFunction(f"fleetopt_scipy_{name}",
+                                  types.float64(types.float64, types.float64))
+
+
+# The Poisson upper tail (engine_model.jsq_busy): the function the numpy path calls.
+_pdtrc = _scipy("pdtrc")
+
+
+@njit(cache=True)
+def _poisson_level(steps, z, mu):
+    """:func:`fleetopt_milp.engine_model._poisson_levels` for one level (its row ``steps``
+    of :func:`~fleetopt_milp.engine_model.contention_steps`, standard score ``z``) and
+    mean ``mu``: the first ``j`` with ``steps[j] >= mu`` (``numpy.searchsorted``), beyond
+    the table the same Cornish-Fisher quantile."""
+    lo, hi = 0, steps.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if steps[mid] < mu:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo >= steps.size:
+        return float(math.ceil(mu + math.sqrt(mu) * z + (z ** 2 - 1.0) / 6.0))
+    return float(lo)
 
 
 @njit(cache=True)
 def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, msteps, fchunks, fadded,
-            fp_row, levels, levels_z, none_above, level_w, fs, fp):
+            fp_row, levels, level_steps, levels_z, none_above, level_w, fs, fp):
     """The contended TTFT floors at an operating point of ``nf`` instances (step ``tau``,
     batch ``b``, ``prefilling`` sequences), written to ``fs``/``fp``: one per used column
-    and contention level; ``busy`` and ``reach`` as :func:`~fleetopt_milp.engine_model.
-    jsq_busy` and :func:`~fleetopt_milp.engine_model.jsq_reach`."""
+    and contention level; ``busy``, ``reach`` and ``spread`` as :func:`~fleetopt_milp.
+    engine_model.jsq_busy`, :func:`~fleetopt_milp.engine_model.jsq_reach` and
+    :func:`~fleetopt_milp.engine_model.feedback_dispersion`."""
     busy = _pdtrc(nf - 1.0, nf * b)
     tau_d = max(tau - mchunk * prefilling, 0.0)
+    r = min(mchunk * prefilling / max(tau, 1e-300), 1.0 - 1e-12)
+    spread = 1.0 + r / ((1.0 - r) * max(nf, 1.0))
     m = 0
     for j in cols:
         k = fchunks[j]
-        d = max(1.0, min(k + 1.0, k1))
+        d = max(1.0, min(k + 1.0, k1)) * spread
         seqs = nf * b + nf * k * prefilling / max(k1, 1e-300)
         reach = _pdtrc(max(nf - 2.0, 0.0), seqs) if nf > 1.0 else 1.0
-        for lv in range(levels_z.size):
+        for lv in range(level_steps.shape[0]):
             steps = k + busy * (1.0 + (msteps - 1.0) * levels[lv])
             mu = steps * prefilling
             lam = mu / d
-            root = math.sqrt(lam)
+            lam_q = lam if lam > 0.0 else 1.0
             if reach * -math.expm1(-lam) <= none_above[lv]:
                 met = d * 0.0
             else:
-                met = d * max(math.ceil(lam + levels_z[lv] * root - 1e-9), 1.0)
+                met = d * max(_poisson_level(level_steps[lv], levels_z[lv], lam_q), 1.0)
             fs[m] = steps * tau_d + fown[j] + mchunk * met + fadded[j] + over
             fp[m] = fp_row[j] * level_w[lv]
             m += 1
@@ -69,8 +96,8 @@ def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, msteps, fchunk
 
 @njit(cache=True)
 def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, cs2,
-            fchunks, fadded, fp_row, levels, levels_z, none_above, level_w, fs, fp, slo_s, q,
-            rho_max, paper_rule):
+            fchunks, fadded, fp_row, levels, level_steps, levels_z, none_above, level_w, fs, fp,
+            slo_s, q, rho_max, paper_rule):
     """The candidate meets the TTFT SLO and the utilization cap at ``n`` instances: its
     operating point (:func:`~fleetopt_milp.engine_model.operating_point`), the cap, then
     the floors and the SLO test."""
@@ -88,7 +115,7 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, ms
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
     _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, fown, mchunk, over, msteps, fchunks,
-            fadded, fp_row, levels, levels_z, none_above, level_w, fs, fp)
+            fadded, fp_row, levels, level_steps, levels_z, none_above, level_w, fs, fp)
     per_seq = g / max(ea, 1e-300)
     es = ea * max(w + cap * per_seq, tau)
     theta = 2.0 * (c - a) / (es * (1.0 + cs2))
@@ -98,10 +125,10 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, ms
 
 @njit(cache=True)
 def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, cs2,
-              fchunks, fadded, floor_prob, levels, levels_z, none_above, level_w, slo_s, q,
-              rho_max, paper_rule):
+              fchunks, fadded, floor_prob, levels, level_steps, levels_z, none_above, level_w,
+              slo_s, q, rho_max, paper_rule):
     out = np.zeros(busy.size, dtype=np.int64)
-    n_lv = levels_z.size
+    n_lv = level_steps.shape[0]
     prev_n, prev_rate = 0, 1.0
     col_buf = np.zeros(floor_prob.shape[1], dtype=np.int64)
     fs_buf = np.empty(floor_prob.shape[1] * n_lv)
@@ -122,8 +149,8 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, mst
         fp = fp_buf[:cols.size * n_lv]
         args = (cols, rate[i], w[i], g[i], ea[i], kv[i], maxb[i], kvcap[i], k1[i],
                 fown, mchunk[i], over[i], msteps[i], cs2[i], fchunks, fadded, row, levels,
-                levels_z, none_above,
-                level_w, fs, fp, slo_s, q, rho_max, paper_rule)
+                level_steps, levels_z, none_above, level_w, fs, fp, slo_s, q, rho_max,
+                paper_rule)
         # The lower bound of EnginePoolLoad.lower_bound_instances: stability and W.
         lam = rate[i]
         stab = int(math.floor(lam * g[i] + 1e-12)) + 1
@@ -180,7 +207,8 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
                   paper_rule: bool) -> np.ndarray:
     """Minimum instances of the engine-model candidates ``busy`` (with traffic, servable,
     no TPOT SLO): the counts of :func:`fleetopt_milp.sizing._search_numpy`."""
-    from .engine_model import _NONE_ABOVE, _Z, CONTENTION_WEIGHTS, RESIDUAL_LEVELS
+    from .engine_model import (_NONE_ABOVE, _Z, CONTENTION_WEIGHTS, RESIDUAL_LEVELS,
+                               contention_steps)
 
     def f64(x):
         return np.ascontiguousarray(x, dtype=np.float64)
@@ -191,6 +219,7 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
         f64(load.slots_per_instance), f64(load.kv_capacity_tokens), f64(load.mean_chunks),
         f64(load.floor_own_s), f64(load.mean_chunk_s), f64(load.ttft_overhead_s),
         f64(load.scheduler_steps), f64(load.cs2), f64(load.floor_chunks),
-        f64(load.floor_added_s), f64(load.floor_prob), f64(RESIDUAL_LEVELS), f64(_Z),
+        f64(load.floor_added_s), f64(load.floor_prob), f64(RESIDUAL_LEVELS),
+        f64(contention_steps()), f64(_Z),
         f64(_NONE_ABOVE),
         f64(CONTENTION_WEIGHTS), float(slo_s), float(q), float(rho_max), bool(paper_rule))

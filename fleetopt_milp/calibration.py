@@ -534,15 +534,15 @@ def calibrate(runs: Sequence[BenchmarkRun], steps: Sequence[StepTable], gpu: Gpu
     server = BenchmarkServer(float(u[5]), sched[-1] if sched else 1, prefill_budget_tokens,
                              output_lag_steps)
     bench = (f"; benchmark server: {'/'.join(map(str, sched))} decode steps per scheduler "
-             "call (scheduler_steps, used in planning), and, not used in planning: ingest "
+             "call (the profile plans for one, as vLLM V1 and SGLang run: set "
+             "scheduler_steps for a multi-step engine), and, not used in planning: ingest "
              f"{server.ingest_ms_per_request:.2f} ms per request"
              f"{'' if free[5] else ' (not identified)'}, "
              f"{prefill_budget_tokens}-token prefill steps, first tokens {output_lag_steps} "
              "step(s) late" if runs else "")
     prof = replace(
         base, w_ms=w_ms, h_ms=h_ms, seq_ms=seq_ms, chunk_tokens=chunk_tokens,
-        prefill_ms_per_token=pf_ms, ttft_overhead_ms=overhead_ms,
-        scheduler_steps=server.scheduler_steps, source="calibrated",
+        prefill_ms_per_token=pf_ms, ttft_overhead_ms=overhead_ms, source="calibrated",
         citation=citation or "fleetopt calibrate (docs/engine.md section 3)",
         notes=(f"efficiencies against peak: weight read {eta[0]:.3f}, decode compute per "
                f"sequence {eta[1]:.3f}, KV read {eta[2]:.3f}"

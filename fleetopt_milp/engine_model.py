@@ -21,7 +21,9 @@ instance, with ``lambda_i = lambda / n`` requests/s:
   step if the instance is busy + ``k`` prefill chunks, each
   sharing a step with the decode batch at the operating point (``tau + P``), + the
   profile's TTFT overhead, with the other prompts' chunks met in those steps as a
-  random count (:func:`_contended_floors`);
+  random count, over-dispersed by the step's feedback (a longer step gathers more
+  prompts: :func:`feedback_dispersion`) and taken at its exact Poisson quantiles
+  (:func:`_contended_floors`);
 - TPOT of a decoding sequence is a step with itself and the others: ``W + g_bar (1 + N)``,
   ``g_bar = E[g] / E[a]``, with ``N ~ Poisson(b)`` others (the occupancy of an M/G/inf
   system), capped at the batch cap: mean ``tau + g_bar`` and percentiles as ``N`` moves.
@@ -34,6 +36,7 @@ tries. Units: seconds, tokens, requests/s.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, fields
 
@@ -46,9 +49,9 @@ from .poolload import PoolLoad, QueueBatch
 from .queueing import Queue
 from .service import EMPTY_MASS, register_service_model
 
-__all__ = ["OperatingPoint", "operating_point", "jsq_busy", "jsq_reach", "EnginePoolLoad", "EngineQueue",
-           "EngineServiceModel", "ENGINE", "TpotFigures", "tpot_figures", "tpot_tail",
-           "pool_tpot_fields"]
+__all__ = ["OperatingPoint", "operating_point", "jsq_busy", "jsq_reach", "feedback_dispersion",
+           "EnginePoolLoad", "EngineQueue", "EngineServiceModel", "ENGINE", "TpotFigures",
+           "tpot_figures", "tpot_tail", "pool_tpot_fields"]
 
 
 @dataclass(frozen=True)
@@ -110,15 +113,50 @@ def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
 
 #: Prefill contention of a TTFT floor (docs/engine.md §2): the other prefilling sequences
 #: met over a prompt's steps, as levels of a Poisson count, each standing for the share of
-#: requests below it (the upper end of each band: conservative).
-CONTENTION_LEVELS = np.array([0.5, 0.8, 0.95, 0.99, 0.999])
-CONTENTION_WEIGHTS = np.array([0.5, 0.3, 0.15, 0.04, 0.01])
-_Z = stats.norm.ppf(CONTENTION_LEVELS)
+#: requests below it down to the previous level (the upper end of each band:
+#: conservative); the last band, the top 0.1%, at 0.9999. No band ends at 0.5: the median
+#: falls inside the band (0.3, 0.6], not on a jump between two.
+CONTENTION_LEVELS = np.array([0.3, 0.6, 0.8, 0.95, 0.99, 0.999, 0.9999])
+CONTENTION_WEIGHTS = np.array([0.3, 0.3, 0.2, 0.15, 0.04, 0.009, 0.001])
 #: The residual of a scheduler group at each contention level, as a share of the group: the
-#: midpoint of the level's band of a uniform residual ((0, 0.5] -> 0.25, (0.5, 0.8] -> 0.65,
-#: ...), so that the weighted mean is the uniform's 1/2 (docs/engine.md §2).
-RESIDUAL_LEVELS = (CONTENTION_LEVELS + np.concatenate([[0.0], CONTENTION_LEVELS[:-1]])) / 2.0
+#: level itself, the upper end of its band of a uniform residual (conservative: a tail
+#: quantile of the wait is never under-stated; docs/engine.md §2).
+RESIDUAL_LEVELS = CONTENTION_LEVELS
 _NONE_ABOVE = 1.0 - CONTENTION_LEVELS  # the share of prompts meeting none, from each level up
+_Z = stats.norm.ppf(CONTENTION_LEVELS)
+
+
+#: Means below which the contention quantiles are exact (a table of the Poisson CDF's
+#: steps); above, the Cornish-Fisher quantile rounded up.
+TABLE_COUNTS = 4096
+
+
+@functools.cache
+def contention_steps() -> np.ndarray:
+    """``(levels, TABLE_COUNTS)``: the mean at which ``P(Poisson(mean) <= j) =`` each of
+    :data:`CONTENTION_LEVELS` (``scipy.special.pdtri``); the quantile at a level is the
+    first ``j`` whose step is at or above the mean. Built once, on first use."""
+    return special.pdtri(np.arange(float(TABLE_COUNTS))[None, :], CONTENTION_LEVELS[:, None])
+
+
+def _poisson_levels(lam):
+    """The Poisson quantiles at :data:`CONTENTION_LEVELS` of means ``lam > 0`` (``(..., 1)``,
+    one mean for every level, or ``(..., levels)``, a mean per level -> ``(..., levels)``):
+    exact (the smallest ``n`` with ``P(Poisson(lam) <= n) >= level``,
+    from :func:`contention_steps`, a binary search where inverting the CDF per element
+    would dominate a plan) below :data:`TABLE_COUNTS`; above, ``ceil(lam + sqrt(lam) z +
+    (z^2 - 1) / 6)`` (Cornish-Fisher)."""
+    steps = contention_steps()
+    out = np.empty(lam.shape[:-1] + (CONTENTION_LEVELS.size,))
+    for lv in range(CONTENTION_LEVELS.size):
+        flat = np.ascontiguousarray(lam[..., min(lv, lam.shape[-1] - 1)]).ravel()
+        n = np.searchsorted(steps[lv], flat, side="left").astype(float)
+        far = n >= TABLE_COUNTS
+        if far.any():
+            z = _Z[lv]
+            n[far] = np.ceil(flat[far] + np.sqrt(flat[far]) * z + (z ** 2 - 1.0) / 6.0)
+        out[..., lv] = n.reshape(lam.shape[:-1])
+    return out
 
 
 def jsq_busy(instances, mean_batch):
@@ -141,6 +179,19 @@ def jsq_reach(instances, pool_seqs):
     return np.where(n > 1.0, special.pdtrc(np.maximum(n - 2.0, 0.0), pool_seqs), 1.0)
 
 
+def feedback_dispersion(prefill_share, instances):
+    """Variance-to-mean ratio of the prefill count a prompt meets, from the step's
+    feedback (arrays; docs/engine.md §2): every chunk in a step lengthens it by ``P``, and
+    ``lambda_i P`` more prompts arrive meanwhile, so the chunks per step form a branching
+    process with ratio ``r = P b_pf / tau`` (the prefill share of the step) whose count over
+    two consecutive steps has variance ``1 / (1 - r)`` times its mean. Under
+    join-the-shortest-queue the pool's ``n`` instances share that surge (a long step at
+    one instance sends the next prompts to the others), leaving each ``1 + r / ((1 - r)
+    n)``; 1 without prefill."""
+    r = np.minimum(np.asarray(prefill_share, float), 1.0 - 1e-12)
+    return 1.0 + r / ((1.0 - r) * np.maximum(np.asarray(instances, float), 1.0))
+
+
 def _contended_floors(chunks, added_s, floor_prob, step_s, own_s, overhead_s, prefilling,
                       mean_chunks, busy, instances, pool_batch, mean_chunk_s,
                       scheduler_steps):
@@ -150,23 +201,24 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, own_s, overhead_s, pr
     of :func:`jsq_busy`, counted as a whole step) and, on an engine that schedules ``M =
     scheduler_steps`` decode steps per call, for the rest of the running group: ``M - 1``
     steps times :data:`RESIDUAL_LEVELS` (the group's residual is uniform; each contention
-    level takes its band's midpoint, so the mean wait is half the group), then shares ``k``
-    steps with
-    the decode batch: ``(k + busy) tau_d + P_own + P_bar S``, where ``tau_d = tau - P_bar
-    b_pf`` is the step without prefill, ``b_pf`` the mean number of prefilling sequences,
-    ``S`` the other prefills met over those steps, ``P_own = k H + p x`` the prompt's own
-    chunks (``own_s``, per floor column: ``x`` its band's upper edge in prompt tokens, so
-    conservative) and ``P_bar`` the pool's mean chunk cost (``mean_chunk_s``, prefill
-    charged pro rata). Under a random split ``S`` has mean ``(k +
-    busy) b_pf``; a prompt met in one step stays for about ``E[k]`` steps, so the steps'
-    counts are correlated and their sum over-dispersed by ``d = max(1, min(k + 1, E[k]))``:
-    ``S = d N``, ``N ~ Poisson(mean / d)``. Under join-the-shortest-queue another prompt
-    reaches the instance only while every other one is busy: ``P(S > 0) = reach P(N > 0)``,
-    ``reach`` of :func:`jsq_reach` with the pool's ``n b`` sequences (``pool_batch``) plus
-    the ``n k b_pf / E[k]`` arriving over the prompt's ``k`` steps. ``S`` is taken at
-    :data:`CONTENTION_LEVELS`: 0 while ``1 - P(S > 0)`` covers the level, else the random
-    split's normal approximation at the level, rounded up, at least 1 (above the mixture's
-    own quantile: conservative).
+    level takes its band's upper end), then
+    shares ``k`` steps with the decode batch: ``(k + w) tau_d + P_own + P_bar S`` (``w``
+    the wait in steps), where ``tau_d = tau - P_bar b_pf`` is the step without prefill,
+    ``b_pf`` the mean number of prefilling sequences, ``S`` the other prefills met over
+    those steps, ``P_own = k H + p x`` the prompt's own chunks (``own_s``, per floor
+    column: ``x`` its band's upper edge in prompt tokens, so conservative) and ``P_bar`` the
+    pool's mean chunk cost (``mean_chunk_s``, prefill charged pro rata). Under a random
+    split ``S`` has mean ``(k + w) b_pf``; a prompt met in one step stays for about
+    ``E[k]`` steps, and a long step gathers more prompts for the next (the variance ratio
+    ``f`` of :func:`feedback_dispersion`, with the prefill share ``P_bar b_pf / tau``), so
+    the steps' counts are correlated and their sum over-dispersed by ``d = max(1, min(k +
+    1, E[k])) f``: ``S = d N``, ``N ~ Poisson(mean / d)``. Under join-the-shortest-queue
+    another prompt reaches the instance only while every other one is busy: ``P(S > 0) =
+    reach P(N > 0)``, ``reach`` of :func:`jsq_reach` with the pool's ``n b`` sequences
+    (``pool_batch``) plus the ``n k b_pf / E[k]`` arriving over the prompt's ``k`` steps.
+    ``S`` is taken at :data:`CONTENTION_LEVELS`: 0 while ``1 - P(S > 0)`` covers the level,
+    else ``d`` times the random split's Poisson quantile of ``N`` at the level, at least 1
+    (above the mixture's own quantile: conservative).
     """
     pm_s = mean_chunk_s[:, None, None]
     b_pf = prefilling[:, None, None]
@@ -175,12 +227,14 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, own_s, overhead_s, pr
     steps = k + busy[:, None, None] * (1.0 + (scheduler_steps[:, None, None] - 1.0)
                                        * RESIDUAL_LEVELS[None, None, :])
     mu = steps * b_pf
-    d = np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None]))
+    spread = feedback_dispersion(mean_chunk_s * prefilling / np.maximum(step_s, 1e-300),
+                                 instances)[:, None, None]
+    d = np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None])) * spread
     lam = mu / d
     nn = instances[:, None, None]
     reach = jsq_reach(nn, pool_batch[:, None, None]
                       + nn * k * b_pf / np.maximum(mean_chunks[:, None, None], 1e-300))
-    n_q = np.maximum(np.ceil(lam + _Z[None, None, :] * np.sqrt(lam) - 1e-9), 1.0)
+    n_q = np.maximum(_poisson_levels(np.where(lam > 0, lam, 1.0)), 1.0)
     met = d * np.where(reach * -np.expm1(-lam) <= _NONE_ABOVE[None, None, :], 0.0, n_q)
     fs = (steps * tau_d + own_s[None, :, None] + pm_s * met + added_s[None, :, None]
           + overhead_s[:, None, None])
@@ -233,7 +287,7 @@ class EngineQueue(Queue):
 
     The queue's servers are the pool's batch slots (instances x batch cap); its service
     time is ``a tau``. ``w_s``, ``per_seq_s``, ``mean_batch``, ``batch_cap``, ``step_s``:
-    the per-instance operating point (docs/engine.md §2).
+    the per-instance operating point (docs/engine.md §2); ``mean_iterations``: ``E[a]``.
     """
 
     w_s: float = 0.0
@@ -241,10 +295,19 @@ class EngineQueue(Queue):
     mean_batch: float = 0.0
     batch_cap: float = 1.0
     step_s: float = 0.0
+    mean_iterations: float = 1.0
 
     @property
     def mean_tpot_s(self) -> float:
         return self.step_s + self.per_seq_s
+
+    @property
+    def hold_s(self) -> float:
+        """Mean seconds a request holds its batch slot at the operating point, ``E[a] (tau +
+        g_bar)``: the time scale of the pool's steady state (the simulator's warm-up and
+        certification's run length), where ``mean_service_s``, the full batch's drain
+        time that sets the wait, can be far longer."""
+        return self.mean_iterations * self.mean_tpot_s
 
     def tpot_tail(self, t_s: float) -> float:
         """P(TPOT > t_s) for this queue's decoding sequences."""
@@ -406,7 +469,8 @@ class EnginePoolLoad(PoolLoad):
             mean_service_s=float(b.mean_service_s[0]), cs2=float(b.cs2[0]),
             floor_s=b.floor_s[0][keep], floor_prob=fp[keep], w_s=float(self.w_s[i]),
             per_seq_s=float(op.per_seq_s[0]), mean_batch=float(op.mean_batch[0]),
-            batch_cap=float(op.batch_cap[0]), step_s=float(op.step_s[0]))
+            batch_cap=float(op.batch_cap[0]), step_s=float(op.step_s[0]),
+            mean_iterations=float(self.mean_iterations[i]))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,13 @@ def _queues(fleet: FleetSpec, workload: Workload, rate_rps: float) -> list[Queue
     return out
 
 
+def _hold_s(x: Queue) -> float:
+    """Mean seconds a request holds a slot: ``E[S]``, or an engine queue's time in its batch
+    (:attr:`fleetopt_milp.engine_model.EngineQueue.hold_s`; its ``E[S]`` is the drain time
+    of a full batch, docs/engine.md §2)."""
+    return getattr(x, "hold_s", x.mean_service_s)
+
+
 def _group(queues: list[Queue], fleet: FleetSpec) -> Analytical:
     """Analytical figures of a group of allocations (rate-weighted mixture of their queues)."""
     mix = QueueMix.by_rate(queues)
@@ -54,8 +61,8 @@ def _group(queues: list[Queue], fleet: FleetSpec) -> Analytical:
         mean_wait_ms=f.mean_wait_ms, p99_wait_ms=f.p99_wait_ms,
         paper_p99_ttft_ms=f.paper_p99_ttft_ms,
         rate_rps=sum(x.rate_rps for x in queues),
-        mean_service_s=(one.mean_service_s if one is not None
-                        else sum(w * x.mean_service_s for w, x in live)),
+        mean_service_s=(_hold_s(one) if one is not None
+                        else sum(w * _hold_s(x) for w, x in live)),
         cs2=one.cs2 if one is not None else math.nan,
         servers=mix.servers)
 
@@ -63,8 +70,9 @@ def _group(queues: list[Queue], fleet: FleetSpec) -> Analytical:
 def _warmup_s(queues: list[Queue]) -> float:
     """Automatic warm-up time: 3 x the longest mean residual service time
     ``E[S^2] / (2 E[S]) = E[S] (1 + cs2) / 2`` of the allocations with traffic, the time an
-    empty M/G/c needs to fill its slots to their steady occupancy."""
-    return 3.0 * max((x.mean_service_s * (1.0 + x.cs2) / 2.0 for x in queues
+    empty M/G/c needs to fill its slots to their steady occupancy (``E[S]``: the time a
+    request holds its slot, :func:`_hold_s`)."""
+    return 3.0 * max((_hold_s(x) * (1.0 + x.cs2) / 2.0 for x in queues
                       if x.rate_rps > 0), default=0.0)
 
 

@@ -65,3 +65,66 @@ def test_tpot_poisson_forms_are_scipy_stats_to_the_bit():
     for mu in mus[::20]:
         n = np.arange(int(3 * mu) + 5)
         np.testing.assert_array_equal(_poisson_pmf(n, mu), stats.poisson.pmf(n, mu))
+
+
+@pytest.mark.parametrize("msteps", [1.0, 10.0])
+@pytest.mark.parametrize("n,b,b_pf,tau_ms", [(1, 0.8, 0.3, 13.0), (5, 80.7, 1.91, 80.2),
+                                             (24, 22.2, 0.26, 23.1), (264, 0.07, 0.01, 13.0)])
+def test_compiled_floors_equal_the_numpy_floors(n, b, b_pf, tau_ms, msteps):
+    # The contended floors themselves (feedback dispersion, Poisson quantiles, JSQ terms,
+    # the wait for a scheduler group), not only the counts they lead to: one-chunk to
+    # four-chunk prompts, a prefill-heavy step (lmsys's short pool) and a nearly idle pool.
+    from fleetopt_milp import _engine_sizing
+    from fleetopt_milp.engine_model import (
+        _NONE_ABOVE,
+        _Z,
+        CONTENTION_LEVELS,
+        CONTENTION_WEIGHTS,
+        RESIDUAL_LEVELS,
+        _contended_floors,
+        contention_steps,
+        jsq_busy,
+    )
+
+    chunks = np.array([1.0, 2.0, 3.0, 4.0])
+    added = np.array([0.0, 0.0, 0.0, 0.05])
+    share = np.array([0.48, 0.33, 0.09, 0.10])
+    tau, p_s, pm_s, over, k1 = tau_ms * 1e-3, 0.0325, 0.020, 0.085, float(share @ chunks)
+    own = p_s * chunks
+    one = np.ones(1)
+    want_fs, want_fp = _contended_floors(chunks, added, share[None, :], tau * one, own,
+                                         over * one, b_pf * one, k1 * one,
+                                         jsq_busy(n * one, b * one), n * one, n * b * one,
+                                         pm_s * one, msteps * one)
+    fs = np.empty(chunks.size * CONTENTION_LEVELS.size)
+    fp = np.empty_like(fs)
+    _engine_sizing._floors(float(n), tau, b, b_pf, np.arange(chunks.size), k1, own, pm_s, over,
+                           msteps, chunks, added, share, RESIDUAL_LEVELS, contention_steps(),
+                           _Z, _NONE_ABOVE, CONTENTION_WEIGHTS, fs, fp)
+    np.testing.assert_allclose(fs, want_fs[0], rtol=1e-13)
+    np.testing.assert_allclose(fp, want_fp[0], rtol=1e-13)
+
+
+def test_contention_quantiles_are_scipy_poisson_ppf():
+    # The Cornish-Fisher guess corrected by steps of one is the exact quantile, from means
+    # far below 1 to the thousands of chunks a long pool's prompt can meet.
+    from scipy import stats
+
+    from fleetopt_milp import _engine_sizing
+    from fleetopt_milp.engine_model import (
+        _Z,
+        CONTENTION_LEVELS,
+        TABLE_COUNTS,
+        _poisson_levels,
+        contention_steps,
+    )
+
+    lam = np.geomspace(1e-4, 0.7 * TABLE_COUNTS, 3001)[:, None]  # quantiles in the table
+    want = stats.poisson.ppf(CONTENTION_LEVELS, lam)
+    np.testing.assert_array_equal(_poisson_levels(lam), want)
+    got = [[_engine_sizing._poisson_level(row, z, x) for row, z in zip(contention_steps(), _Z)]
+           for x in lam[:, 0]]
+    np.testing.assert_array_equal(got, want)
+    # Beyond the table: the Cornish-Fisher quantile rounded up, within one of the exact.
+    far = np.array([[2.0 * TABLE_COUNTS], [1e5]])
+    assert np.all(np.abs(_poisson_levels(far) - stats.poisson.ppf(CONTENTION_LEVELS, far)) <= 1)

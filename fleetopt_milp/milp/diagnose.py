@@ -51,7 +51,7 @@ def slo_infeasible(problem: FleetProblem, whole_pool_loads=()) -> InfeasibleErro
         f">= {s.slo_ms:g} ms for inputs of {best} tokens or more even on {where} "
         f"({share:.2%} of all requests), so every pool holding the longest requests misses "
         "the SLO; relax --slo-ms or --percentile, or add a GPU with faster prefill",
-        binding="slo")
+        binding="prefill")
 
 
 def _groups(model: pyo.ConcreteModel, user: list) -> list[tuple[str, list]]:
