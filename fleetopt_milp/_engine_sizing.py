@@ -207,8 +207,7 @@ def min_instances(load, busy: np.ndarray, slo_s: float, q: float, rho_max: float
                   paper_rule: bool) -> np.ndarray:
     """Minimum instances of the engine-model candidates ``busy`` (with traffic, servable,
     no TPOT SLO): the counts of :func:`fleetopt_milp.sizing._search_numpy`."""
-    from .engine_model import (_NONE_ABOVE, _Z, CONTENTION_WEIGHTS, RESIDUAL_LEVELS,
-                               contention_steps)
+    from .engine_model import _NONE_ABOVE, _Z, CONTENTION_WEIGHTS, RESIDUAL_LEVELS, contention_steps
 
     def f64(x):
         return np.ascontiguousarray(x, dtype=np.float64)
