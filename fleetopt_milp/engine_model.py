@@ -340,12 +340,16 @@ class EnginePoolLoad(PoolLoad):
                           cs2=self.cs2[idx], floor_s=fs, floor_prob=fp)
 
     def compiled_search(self, idx, slo_s: float, q: float, rho_max: float,
-                        paper_rule: bool) -> np.ndarray | None:
+                        paper_rule: bool, pairs=None, preset=None) -> np.ndarray | None:
         """The compiled sizing (:mod:`fleetopt_milp._engine_sizing`) once the compiled
-        kernels are loaded and without a TPOT SLO, else ``None`` (the numpy search)."""
+        kernels are loaded and without a TPOT SLO, else ``None`` (the numpy search); with
+        ``pairs``, its branch and bound over the planner's candidates
+        (:func:`~fleetopt_milp._engine_sizing.cheapest_pairs`)."""
         kernel = sys.modules.get(f"{__package__}._engine_sizing")
         if kernel is None or self.tpot_slo_s is not None:
             return None
+        if pairs is not None:
+            return kernel.cheapest_pairs(self, preset, slo_s, q, rho_max, paper_rule, pairs)
         return kernel.min_instances(self, idx, slo_s, q, rho_max, paper_rule)
 
     def extra_fails(self, idx, instances) -> np.ndarray:

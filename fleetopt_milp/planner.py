@@ -25,7 +25,7 @@ from .poolload import PoolLoad
 from .queueing import load_compiled_kernels, pool_figures
 from .scenario import Scenario, band_end_tokens, default_boundaries, gamma_grid
 from .service import scenario_pool_load
-from .sizing import min_instances
+from .sizing import Pairs, min_instances
 
 __all__ = ["plan", "candidate_plans",
            "plan_candidates", "size_pools", "PlanningTables"]
@@ -135,14 +135,16 @@ class _RowParts:
         return Moments(**dict(zip(self._names(), s, strict=True)), floor_mass=f)
 
 
-def _size_rows(tables: PlanningTables, rows: _RowParts) -> tuple[PoolLoad, np.ndarray]:
+def _size_rows(tables: PlanningTables, rows: _RowParts, pairs: Pairs | None = None
+               ) -> tuple[PoolLoad, np.ndarray]:
     """The load of every row under the scenario's service model (docs/model.md §2-4) and
-    its minimum instances, in one sizing call (``-1``: no size meets the SLO)."""
+    its minimum instances, in one sizing call (``-1``: no size meets the SLO; with
+    ``pairs``, ``-2``: not sized, see :func:`~fleetopt_milp.sizing.min_instances`)."""
     s = tables.scenario
     load = scenario_pool_load(s, rows.moments(s.compressible_share), tables.table,
                               rows.window_tokens)
     counts = min_instances(load, s.slo_ms * 1e-3, s.percentile, s.rho_max,
-                           paper_rule=s.paper_compat)
+                           paper_rule=s.paper_compat, pairs=pairs)
     return load, counts
 
 
@@ -237,10 +239,16 @@ class _Search:
     order: np.ndarray
 
     @staticmethod
-    def run(tables: PlanningTables) -> _Search:
+    def run(tables: PlanningTables, count: int | None = None) -> _Search:
+        """Size the candidates: all of them, or (``count``) enough to know the ``count``
+        cheapest and the baselines exactly; candidates left unsized (counts ``-2``) need
+        more instances than those and are left out of :attr:`order`."""
         s = tables.scenario
-        load, all_counts = _size_rows(tables, tables.rows)
         n = tables.windows.shape[0]
+        pairs = None if count is None else Pairs(
+            np.arange(n), np.arange(n, 2 * n), tables.gammas_cand[:, 0], tables.windows[:, 0],
+            tables.no_compression, count)
+        load, all_counts = _size_rows(tables, tables.rows, pairs)
         counts = all_counts[: 2 * n].reshape(2, n).T
         total = counts[:, 0] + counts[:, 1]
         usd = np.where((counts[:, 0] >= 0) & (counts[:, 1] >= 0),
@@ -347,7 +355,7 @@ def candidate_plans(scenario: Scenario, count: int, tables: PlanningTables | Non
             tables.checked = (scenario, scenario.validated())  # frozen: checked once
         s = tables.checked[1]
         tables = tables.for_scenario(s)
-    found = _Search.run(tables)
+    found = _Search.run(tables, count)
     baselines = _baselines(found)
     common = dict(
         workload=s.workload.name, rate_rps=s.rate_rps, slo_ms=s.slo_ms,
