@@ -28,7 +28,7 @@ from llvmlite import binding
 from numba import njit, types
 from numba.extending import get_cython_function_address
 
-from ._sizing import floor_stats, meets_slo
+from ._sizing import _bd0, floor_stats, meets_slo
 
 # scipy.special.pdtrc (the Poisson upper tail), the function engine_model.jsq_busy calls,
 # bound by name so that the cached kernels link to it again in a new process.
@@ -39,13 +39,35 @@ _pdtrc = types.ExternalFunction("fleetopt_scipy_pdtrc",
 
 
 @njit(cache=True)
+def _tail(k, mu, side):
+    """``P(X >= k)`` for ``X ~ Poisson(mu)``, integer ``k >= 1``: ``scipy.special.pdtrc(k -
+    1, mu)`` (``side = 0``), or a lower (``side = -1``) or upper (``side = 1``) bound on it
+    from the Chernoff bound ``P(X >= k) <= exp(-bd0(k, mu))`` for ``k > mu`` (``P(X <= j)
+    <= exp(-bd0(j, mu))`` for ``j < mu``), widened by a relative 1e-9 against rounding: no
+    special function, and tight far from the mean, where the TTFT floors mostly sit."""
+    if side == 0:
+        return _pdtrc(k - 1.0, mu)
+    if side > 0:
+        if mu >= k:
+            return 1.0
+        return min(1.0, math.exp(-_bd0(k, mu)) * (1.0 + 1e-9))
+    j = k - 1.0
+    if mu <= j:
+        return 0.0
+    below = math.exp(-mu) if j < 0.5 else math.exp(-_bd0(j, mu))
+    return max(0.0, 1.0 - below * (1.0 + 1e-9) - 1e-15)
+
+
+@njit(cache=True)
 def _floors(nf, tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_row, levels_z,
-            none_above, level_w, fs, fp):
+            none_above, level_w, fs, fp, side=0):
     """The contended TTFT floors at an operating point of ``nf`` instances (step ``tau``,
     batch ``b``, ``prefilling`` sequences), written to ``fs``/``fp``: one per used column
     and contention level; ``busy`` and ``reach`` as :func:`~fleetopt_milp.engine_model.
-    jsq_busy` and :func:`~fleetopt_milp.engine_model.jsq_reach`."""
-    busy = _pdtrc(nf - 1.0, nf * b)
+    jsq_busy` and :func:`~fleetopt_milp.engine_model.jsq_reach` (Poisson tails,
+    :func:`_tail`). ``side`` -1 or 1 takes both tails at a lower or upper bound instead of
+    exactly: every floor is increasing in both, so those floors bound the exact ones."""
+    busy = _tail(nf, nf * b, side)
     tau_d = max(tau - chunk * prefilling, 0.0)
     m = 0
     for j in cols:
@@ -55,10 +77,11 @@ def _floors(nf, tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_r
         d = max(1.0, min(k + 1.0, k1))
         lam = mu / d
         seqs = nf * b + nf * k * prefilling / max(k1, 1e-300)
-        reach = _pdtrc(max(nf - 2.0, 0.0), seqs) if nf > 1.0 else 1.0
+        reach = _tail(nf - 1.0, seqs, side) if nf > 1.0 else 1.0
         root = math.sqrt(lam)
+        some = reach * -math.expm1(-lam)
         for lv in range(levels_z.size):
-            if reach * -math.expm1(-lam) <= none_above[lv]:
+            if some <= none_above[lv]:
                 met = d * 0.0
             else:
                 met = d * max(math.ceil(lam + levels_z[lv] * root - 1e-9), 1.0)
@@ -73,7 +96,12 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchu
             paper_rule):
     """The candidate meets the TTFT SLO and the utilization cap at ``n`` instances: its
     operating point (:func:`~fleetopt_milp.engine_model.operating_point`), the cap, then
-    the floors and the SLO test."""
+    the floors and the SLO test.
+
+    The SLO test gets harder as the floors rise, so it is first decided from bounding
+    floors (:func:`_floors` with ``side`` -1, then 1: no special function): failing with
+    floors below the exact ones fails, passing with floors above them passes. Only a test
+    the bounds leave open computes the exact floors."""
     nf = float(n)
     lam_i = rate / max(nf, 1e-300)
     x = lam_i * g
@@ -87,13 +115,17 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchu
     a = nf * b
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
-    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, chunk, over, fchunks, fadded, fp_row,
-            levels_z, none_above, level_w, fs, fp)
     per_seq = g / max(ea, 1e-300)
     es = ea * max(w + cap * per_seq, tau)
     theta = 2.0 * (c - a) / (es * (1.0 + cs2))
-    fixed, mean_floor = floor_stats(fs, fp, slo_s)
-    return meets_slo(c, a, theta, fs, fp, slo_s, q, fixed, mean_floor, paper_rule)
+    for side in (-1, 1, 0):
+        _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, chunk, over, fchunks, fadded,
+                fp_row, levels_z, none_above, level_w, fs, fp, side)
+        fixed, mean_floor = floor_stats(fs, fp, slo_s)
+        ok = meets_slo(c, a, theta, fs, fp, slo_s, q, fixed, mean_floor, paper_rule)
+        if side == 0 or ok == (side > 0):
+            return ok
+    return False
 
 
 @njit(cache=True)
@@ -320,17 +352,62 @@ def _before(t1, g1, w1, t2, g2, w2):
 
 
 @njit(cache=True)
+def _sized(r, role, row_lb, d, fail, pas, ratio):
+    """Row ``r``'s exact count (:func:`_exact`), its gallop seeded by ``ratio[role]`` (the
+    running mean of count over bound ``row_lb`` of the rows of that role sized so far),
+    which it updates."""
+    lo = row_lb[r]
+    n = _exact(r, int(round(lo * ratio[role])) if lo > 0 else 0, d, fail, pas)
+    if lo > 0:
+        ratio[role] = 0.5 * (ratio[role] + n / lo)
+    return n
+
+
+@njit(cache=True)
+def _pair_total(a, b, top, row_lb, d, fail, pas, ratio):
+    """The instances of the pair of rows ``a`` (short) and ``b`` (long) if at most ``top``,
+    else -1, with as few SLO tests as the estimates allow.
+
+    Each row's estimate is its bound times its role's ratio. The row expected to overshoot
+    its share most is probed first: at ``top`` minus the other's bound (one failing test
+    prunes the pair) when its estimate clears that by a margin, else at a split of the
+    expected excess between the two rows (two failing tests prune it). A row that passes its
+    probe is sized exactly and the other probed at what is left."""
+    lo_a, lo_b = fail[a] + 1, fail[b] + 1
+    est_a = max(lo_a, int(round(row_lb[a] * ratio[0])))
+    est_b = max(lo_b, int(round(row_lb[b] * ratio[1])))
+    if est_a - (top - lo_b) >= est_b - (top - lo_a):
+        first, other, role_f, est_f, est_o, lo_o = a, b, 0, est_a, est_b, lo_b
+    else:
+        first, other, role_f, est_f, est_o, lo_o = b, a, 1, est_b, est_a, lo_a
+    m = top - lo_o  # one failing probe prunes the pair
+    excess = est_f + est_o - top - 1
+    if excess >= 0 and est_f - m <= max(1, est_f // 10):  # not by a clear margin: split
+        m = min(m, est_f - 1 - excess // 2)
+    if _probe(first, m, d, fail, pas):
+        n_f = _sized(first, role_f, row_lb, d, fail, pas, ratio)
+        if not _probe(other, top - n_f, d, fail, pas):
+            return -1
+        return n_f + _sized(other, 1 - role_f, row_lb, d, fail, pas, ratio)
+    if not _probe(other, top - fail[first] - 1, d, fail, pas):
+        return -1
+    n_o = _sized(other, 1 - role_f, row_lb, d, fail, pas, ratio)
+    if not _probe(first, top - n_o, d, fail, pas):
+        return -1
+    return n_o + _sized(first, role_f, row_lb, d, fail, pas, ratio)
+
+
+@njit(cache=True)
 def _phase(cands, k, short, long, lb, row_lb, gam, win, d, fail, pas, ratio):
     """Size enough of candidates ``cands`` (pairs of rows ``short``/``long``) to know their
     ``k`` cheapest exactly; returns the cheapest (``-1``: none feasible).
 
     Branch and bound: candidates in the order of their lower bound ``lb`` (the sum of the
     rows' bounds), each pruned as soon as it provably needs more instances than the
-    ``k``-th best total so far, ``T``: a row whose partner needs at least ``m`` is probed
-    at ``T - m`` (one SLO test) and searched only if it passes there. A candidate sized in
-    an earlier phase counts at once. Rows keep their brackets across phases, so no size is
-    tested twice. ``ratio`` (count over bound ``row_lb`` of the last rows sized, per role)
-    seeds each search's gallop."""
+    ``k``-th best total so far, ``T`` (:func:`_pair_total`: a row is probed at what its
+    partner leaves of ``T``, one SLO test, and searched only if it passes there). A
+    candidate sized in an earlier phase counts at once. Rows keep their brackets across
+    phases, so no size is tested twice."""
     order = cands[np.argsort(lb[cands], kind="mergesort")]
     tops = np.full(k, _NONE)
     done = np.zeros(order.size, dtype=np.bool_)
@@ -348,22 +425,13 @@ def _phase(cands, k, short, long, lb, row_lb, gam, win, d, fail, pas, ratio):
         if lb[c] > top:
             break  # every later candidate's bound is at least as high
         a, b = short[c], long[c]
-        na, nb = -1, -1
-        for side in range(2):
-            r = a if side == 0 else b
-            other_lo = (fail[b] + 1) if side == 0 else na
-            if top < _NONE and not _probe(r, top - other_lo, d, fail, pas):
-                break
-            lo = row_lb[r]
-            n_r = _exact(r, int(round(lo * ratio[side])) if lo > 0 else 0, d, fail, pas)
-            if lo > 0:
-                ratio[side] = n_r / lo
-            if side == 0:
-                na = n_r
-            else:
-                nb = n_r
-        if nb >= 0:
-            _insert(tops, na + nb)
+        if top >= _NONE:
+            total = (_sized(a, 0, row_lb, d, fail, pas, ratio)
+                     + _sized(b, 1, row_lb, d, fail, pas, ratio))
+        else:
+            total = _pair_total(a, b, top, row_lb, d, fail, pas, ratio)
+        if total >= 0:
+            _insert(tops, total)
     best = -1
     bt, bg, bw = _NONE, 0.0, 0.0
     for c in cands:
