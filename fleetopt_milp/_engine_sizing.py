@@ -66,7 +66,8 @@ def _floors(nf, tau, b, prefilling, cols, k1, chunk, over, fchunks, fadded, fp_r
     and contention level; ``busy`` and ``reach`` as :func:`~fleetopt_milp.engine_model.
     jsq_busy` and :func:`~fleetopt_milp.engine_model.jsq_reach` (Poisson tails,
     :func:`_tail`). ``side`` -1 or 1 takes both tails at a lower or upper bound instead of
-    exactly: every floor is increasing in both, so those floors bound the exact ones."""
+    exactly: every floor is increasing in both, so those floors bound the exact ones
+    (:func:`_passes` reads the lower ones)."""
     busy = _tail(nf, nf * b, side)
     tau_d = max(tau - chunk * prefilling, 0.0)
     m = 0
@@ -98,10 +99,9 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchu
     operating point (:func:`~fleetopt_milp.engine_model.operating_point`), the cap, then
     the floors and the SLO test.
 
-    The SLO test gets harder as the floors rise, so it is first decided from bounding
-    floors (:func:`_floors` with ``side`` -1, then 1: no special function): failing with
-    floors below the exact ones fails, passing with floors above them passes. Only a test
-    the bounds leave open computes the exact floors."""
+    The SLO test gets harder as the floors rise, so a test whose floors alone miss it
+    with floors below the exact ones (:func:`_floors` with ``side = -1``: no special
+    function) fails at once; the others compute the exact floors."""
     nf = float(n)
     lam_i = rate / max(nf, 1e-300)
     x = lam_i * g
@@ -115,17 +115,18 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, chunk, over, cs2, fchu
     a = nf * b
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
+    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, chunk, over, fchunks, fadded, fp_row,
+            levels_z, none_above, level_w, fs, fp, -1)
+    fixed, mean_floor = floor_stats(fs, fp, slo_s)
+    if (mean_floor > slo_s) if paper_rule else ((1.0 - q) - fixed < 0.0):
+        return False  # as meets_slo decides from the floors alone
+    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, chunk, over, fchunks, fadded, fp_row,
+            levels_z, none_above, level_w, fs, fp)
     per_seq = g / max(ea, 1e-300)
     es = ea * max(w + cap * per_seq, tau)
     theta = 2.0 * (c - a) / (es * (1.0 + cs2))
-    for side in (-1, 1, 0):
-        _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, chunk, over, fchunks, fadded,
-                fp_row, levels_z, none_above, level_w, fs, fp, side)
-        fixed, mean_floor = floor_stats(fs, fp, slo_s)
-        ok = meets_slo(c, a, theta, fs, fp, slo_s, q, fixed, mean_floor, paper_rule)
-        if side == 0 or ok == (side > 0):
-            return ok
-    return False
+    fixed, mean_floor = floor_stats(fs, fp, slo_s)
+    return meets_slo(c, a, theta, fs, fp, slo_s, q, fixed, mean_floor, paper_rule)
 
 
 @njit(cache=True)

@@ -317,7 +317,10 @@ class EnginePoolLoad(PoolLoad):
     def at(self, idx, instances) -> QueueBatch:
         idx = np.asarray(idx)
         n = np.broadcast_to(np.asarray(instances), idx.shape).astype(float)
-        op = self.point(idx, n)
+        return self._at_point(idx, n, self.point(idx, n))
+
+    def _at_point(self, idx, n, op: OperatingPoint) -> QueueBatch:
+        """:meth:`at` from the operating point ``op`` of candidates ``idx`` at ``n``."""
         servers = n * op.batch_cap
         with np.errstate(invalid="ignore"):
             offered = np.where(op.stable, n * op.mean_batch, servers)  # unstable: fails
@@ -378,8 +381,9 @@ class EnginePoolLoad(PoolLoad):
 
     def queue(self, i: int, instances: int, share: float = 1.0) -> EngineQueue:
         src = self.scaled(share) if share != 1.0 else self
-        b = src.at(np.array([i]), instances)
-        op = src.point(np.array([i]), np.array([float(instances)]))
+        idx, n = np.array([i]), np.array([float(instances)])
+        op = src.point(idx, n)
+        b = src._at_point(idx, n, op)
         fp = b.floor_prob[0]
         keep = fp > 0
         return EngineQueue(

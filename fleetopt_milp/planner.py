@@ -24,7 +24,7 @@ from .plan import Allocation, FleetSummary, Plan, PoolPlan
 from .poolload import PoolLoad
 from .queueing import load_compiled_kernels, pool_figures
 from .scenario import Scenario, band_end_tokens, default_boundaries, gamma_grid
-from .service import scenario_pool_load
+from .service import load_at_rate, unit_pool_load
 from .sizing import Pairs, min_instances
 
 __all__ = ["plan", "candidate_plans",
@@ -72,6 +72,9 @@ class PlanningTables:
         self.no_compression = np.isclose(self.gammas_cand[:, 0], 1.0)
         #: The last scenario checked with these tables, and what ``validated()`` returned.
         self.checked: tuple[Scenario, Scenario] | None = None
+        #: The rows' loads at 1 request/s (:func:`~fleetopt_milp.service.unit_pool_load`)
+        #: by service model and ``p_c``: independent of the rate and the SLOs.
+        self.unit_loads: dict[tuple[str, float], PoolLoad] = {}
 
     @staticmethod
     def _key_of(s: Scenario) -> tuple:
@@ -141,8 +144,16 @@ def _size_rows(tables: PlanningTables, rows: _RowParts, pairs: Pairs | None = No
     its minimum instances, in one sizing call (``-1``: no size meets the SLO; with
     ``pairs``, ``-2``: not sized, see :func:`~fleetopt_milp.sizing.min_instances`)."""
     s = tables.scenario
-    load = scenario_pool_load(s, rows.moments(s.compressible_share), tables.table,
+    if rows is tables.rows:  # the tables' own rows: their unit-rate load is kept
+        key = (s.service_model, s.compressible_share)
+        unit = tables.unit_loads.get(key)
+        if unit is None:
+            unit = tables.unit_loads[key] = unit_pool_load(
+                s, rows.moments(s.compressible_share), tables.table, rows.window_tokens)
+    else:
+        unit = unit_pool_load(s, rows.moments(s.compressible_share), tables.table,
                               rows.window_tokens)
+    load = load_at_rate(unit, s)
     counts = min_instances(load, s.slo_ms * 1e-3, s.percentile, s.rho_max,
                            paper_rule=s.paper_compat, pairs=pairs)
     return load, counts
