@@ -15,6 +15,20 @@ Starting from another point gives the numpy path's count because the test is mon
 the size (the seam's requirement, :mod:`fleetopt_milp.service`): both return the
 smallest passing size at or above the lower bound.
 
+Each SLO test first settles what it can from bounding floors: :func:`_floors` with the
+Poisson tails of ``busy`` and ``reach`` at Chernoff bounds (:func:`_tail`, no special
+function) gives floors below the exact ones, and a test whose floors alone miss the SLO
+with those fails (:func:`_passes`); only the others compute the exact floors. The
+decision is the same, since the test gets harder as the floors rise.
+
+:func:`cheapest_pairs` is the planner's branch and bound (docs/engine.md §5): it sizes only
+what the cheapest two-pool candidates and the baselines need (:class:`fleetopt_milp.sizing.
+Pairs`). Each row keeps a bracket (a failing and a passing size), so a pool is probed at
+what the best total so far leaves it, one SLO test, and searched only if its candidate can
+still win; candidates go in the order of a lower bound that adds the utilization cap's
+closed form to the numpy path's bound (:func:`_lower_bound`). Counts it returns are the
+numpy path's, and so are the plans (tests/test_engine_sizing.py).
+
 Loaded with the slot kernels (:func:`fleetopt_milp.queueing.load_compiled_kernels`), never
 by ``import fleetopt_milp``. Counts equal the numpy path's (tests/test_engine_sizing.py).
 """
@@ -410,6 +424,7 @@ def _phase(cands, k, short, long, lb, row_lb, gam, win, d, fail, pas, ratio):
     candidate sized in an earlier phase counts at once. Rows keep their brackets across
     phases, so no size is tested twice."""
     order = cands[np.argsort(lb[cands], kind="mergesort")]
+    k = max(min(k, cands.size), 1)  # more than there are candidates: all of them
     tops = np.full(k, _NONE)
     done = np.zeros(order.size, dtype=np.bool_)
     for t in range(order.size):  # candidates already sized: their totals bound the rest

@@ -8,7 +8,12 @@ the baselines: homogeneous (one pool at the long window), pool routing (best ``B
 ``gamma = 1``) and retrofit (C&R added at pool routing's ``B``).
 
 The search is vectorised: one :class:`~fleetopt_milp.demand.MomentTable` gives the exact
-moments of every candidate pool, and one vectorised ``min_instances`` call sizes them all.
+moments of every candidate pool, and one ``min_instances`` call sizes them. A plan needs
+only the cheapest candidates and the baselines' (:class:`~fleetopt_milp.sizing.Pairs`):
+where the load has a compiled search that can prune (the engine model, docs/engine.md §5)
+it sizes only those, by branch and bound, and the other candidates are left out with
+counts ``-2``; :func:`plan_candidates` sizes every one. :class:`PlanningTables` keeps what
+depends on neither the rate nor the SLOs, the rows' load at 1 request/s included.
 """
 
 from __future__ import annotations
@@ -256,7 +261,7 @@ class _Search:
         more instances than those and are left out of :attr:`order`."""
         s = tables.scenario
         n = tables.windows.shape[0]
-        pairs = None if count is None else Pairs(
+        pairs = None if count is None or count >= n else Pairs(
             np.arange(n), np.arange(n, 2 * n), tables.gammas_cand[:, 0], tables.windows[:, 0],
             tables.no_compression, count)
         load, all_counts = _size_rows(tables, tables.rows, pairs)

@@ -14,6 +14,10 @@ Two implementations of that one search:
 - the numpy path below, which evaluates :meth:`PoolLoad.at` at every size it tries. It
   serves load-dependent service models and is the reference the kernel is tested and
   benchmarked against (``use_kernel=False``).
+
+A caller that only needs the cheapest of the planner's two-pool candidates says so with
+:class:`Pairs`; a load-dependent model's compiled search may then prune the others
+(:meth:`PoolLoad.compiled_search`, the engine model's branch and bound).
 """
 
 from __future__ import annotations

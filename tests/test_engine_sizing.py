@@ -113,3 +113,22 @@ def test_branch_and_bound_plans_equal_sizing_every_candidate(monkeypatch, profil
     sized = got != -2
     np.testing.assert_array_equal(got[sized], ref[: 2 * n][sized])
     assert found.h_count == ref[2 * n]
+
+
+def test_asking_for_more_plans_than_candidates_sizes_every_candidate():
+    from fleetopt_milp import planner
+
+    sc = Scenario(load_workload("azure-2023"), resolve_profile(CAT, "H100-Llama-3-70B-tp8-vllm"),
+                  1000.0, 500.0, service_model="engine")
+    tables = PlanningTables(sc)
+    n = tables.windows.shape[0]
+    load, ref = _size_rows(tables, tables.rows)
+    want = np.stack([ref[:n], ref[n:2 * n]], axis=1)
+    # No pruning is possible: every candidate is sized, whatever count the caller asks for
+    # (the reports' cost-TTFT front asks for 2**30), and the kernel's ranking holds all.
+    for count in (n, 1 << 30):
+        np.testing.assert_array_equal(planner._Search.run(tables, count).counts, want)
+    found = planner._Search.run(tables, n - 1)
+    assert np.count_nonzero(found.counts == -2) < n // 2
+    sized = found.counts != -2
+    np.testing.assert_array_equal(found.counts[sized], want[sized])
