@@ -402,7 +402,10 @@ class EnginePoolLoad(PoolLoad):
     def at(self, idx, instances) -> QueueBatch:
         idx = np.asarray(idx)
         n = np.broadcast_to(np.asarray(instances), idx.shape).astype(float)
-        op = self.point(idx, n)
+        return self._at_point(idx, n, self.point(idx, n))
+
+    def _at_point(self, idx, n, op: OperatingPoint) -> QueueBatch:
+        """:meth:`at` from the operating point ``op`` of candidates ``idx`` at ``n``."""
         servers = n * op.batch_cap
         with np.errstate(invalid="ignore"):
             offered = np.where(op.stable, n * op.mean_batch, servers)  # unstable: fails
@@ -426,12 +429,16 @@ class EnginePoolLoad(PoolLoad):
                           cs2=self.cs2[idx], floor_s=fs, floor_prob=fp)
 
     def compiled_search(self, idx, slo_s: float, q: float, rho_max: float,
-                        paper_rule: bool) -> np.ndarray | None:
+                        paper_rule: bool, pairs=None, preset=None) -> np.ndarray | None:
         """The compiled sizing (:mod:`fleetopt_milp._engine_sizing`) once the compiled
-        kernels are loaded and without a TPOT SLO, else ``None`` (the numpy search)."""
+        kernels are loaded and without a TPOT SLO, else ``None`` (the numpy search); with
+        ``pairs``, its branch and bound over the planner's candidates
+        (:func:`~fleetopt_milp._engine_sizing.cheapest_pairs`)."""
         kernel = sys.modules.get(f"{__package__}._engine_sizing")
         if kernel is None or self.tpot_slo_s is not None:
             return None
+        if pairs is not None:
+            return kernel.cheapest_pairs(self, preset, slo_s, q, rho_max, paper_rule, pairs)
         return kernel.min_instances(self, idx, slo_s, q, rho_max, paper_rule)
 
     def extra_fails(self, idx, instances) -> np.ndarray:
@@ -460,8 +467,9 @@ class EnginePoolLoad(PoolLoad):
 
     def queue(self, i: int, instances: int, share: float = 1.0) -> EngineQueue:
         src = self.scaled(share) if share != 1.0 else self
-        b = src.at(np.array([i]), instances)
-        op = src.point(np.array([i]), np.array([float(instances)]))
+        idx, n = np.array([i]), np.array([float(instances)])
+        op = src.point(idx, n)
+        b = src._at_point(idx, n, op)
         fp = b.floor_prob[0]
         keep = fp > 0
         return EngineQueue(

@@ -8,7 +8,12 @@ the baselines: homogeneous (one pool at the long window), pool routing (best ``B
 ``gamma = 1``) and retrofit (C&R added at pool routing's ``B``).
 
 The search is vectorised: one :class:`~fleetopt_milp.demand.MomentTable` gives the exact
-moments of every candidate pool, and one vectorised ``min_instances`` call sizes them all.
+moments of every candidate pool, and one ``min_instances`` call sizes them. A plan needs
+only the cheapest candidates and the baselines' (:class:`~fleetopt_milp.sizing.Pairs`):
+where the load has a compiled search that can prune (the engine model, docs/engine.md §5)
+it sizes only those, by branch and bound, and the other candidates are left out with
+counts ``-2``; :func:`plan_candidates` sizes every one. :class:`PlanningTables` keeps what
+depends on neither the rate nor the SLOs, the rows' load at 1 request/s included.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from .plan import Allocation, FleetSummary, Plan, PoolPlan
 from .poolload import PoolLoad
 from .queueing import load_compiled_kernels, pool_figures
 from .scenario import Scenario, band_end_tokens, default_boundaries, gamma_grid
-from .service import scenario_pool_load
-from .sizing import min_instances
+from .service import load_at_rate, unit_pool_load
+from .sizing import Pairs, min_instances
 
 __all__ = ["plan", "candidate_plans",
            "plan_candidates", "size_pools", "PlanningTables"]
@@ -72,6 +77,9 @@ class PlanningTables:
         self.no_compression = np.isclose(self.gammas_cand[:, 0], 1.0)
         #: The last scenario checked with these tables, and what ``validated()`` returned.
         self.checked: tuple[Scenario, Scenario] | None = None
+        #: The rows' loads at 1 request/s (:func:`~fleetopt_milp.service.unit_pool_load`)
+        #: by service model and ``p_c``: independent of the rate and the SLOs.
+        self.unit_loads: dict[tuple[str, float], PoolLoad] = {}
 
     @staticmethod
     def _key_of(s: Scenario) -> tuple:
@@ -135,14 +143,24 @@ class _RowParts:
         return Moments(**dict(zip(self._names(), s, strict=True)), floor_mass=f)
 
 
-def _size_rows(tables: PlanningTables, rows: _RowParts) -> tuple[PoolLoad, np.ndarray]:
+def _size_rows(tables: PlanningTables, rows: _RowParts, pairs: Pairs | None = None
+               ) -> tuple[PoolLoad, np.ndarray]:
     """The load of every row under the scenario's service model (docs/model.md §2-4) and
-    its minimum instances, in one sizing call (``-1``: no size meets the SLO)."""
+    its minimum instances, in one sizing call (``-1``: no size meets the SLO; with
+    ``pairs``, ``-2``: not sized, see :func:`~fleetopt_milp.sizing.min_instances`)."""
     s = tables.scenario
-    load = scenario_pool_load(s, rows.moments(s.compressible_share), tables.table,
+    if rows is tables.rows:  # the tables' own rows: their unit-rate load is kept
+        key = (s.service_model, s.compressible_share)
+        unit = tables.unit_loads.get(key)
+        if unit is None:
+            unit = tables.unit_loads[key] = unit_pool_load(
+                s, rows.moments(s.compressible_share), tables.table, rows.window_tokens)
+    else:
+        unit = unit_pool_load(s, rows.moments(s.compressible_share), tables.table,
                               rows.window_tokens)
+    load = load_at_rate(unit, s)
     counts = min_instances(load, s.slo_ms * 1e-3, s.percentile, s.rho_max,
-                           paper_rule=s.paper_compat)
+                           paper_rule=s.paper_compat, pairs=pairs)
     return load, counts
 
 
@@ -237,10 +255,16 @@ class _Search:
     order: np.ndarray
 
     @staticmethod
-    def run(tables: PlanningTables) -> _Search:
+    def run(tables: PlanningTables, count: int | None = None) -> _Search:
+        """Size the candidates: all of them, or (``count``) enough to know the ``count``
+        cheapest and the baselines exactly; candidates left unsized (counts ``-2``) need
+        more instances than those and are left out of :attr:`order`."""
         s = tables.scenario
-        load, all_counts = _size_rows(tables, tables.rows)
         n = tables.windows.shape[0]
+        pairs = None if count is None or count >= n else Pairs(
+            np.arange(n), np.arange(n, 2 * n), tables.gammas_cand[:, 0], tables.windows[:, 0],
+            tables.no_compression, count)
+        load, all_counts = _size_rows(tables, tables.rows, pairs)
         counts = all_counts[: 2 * n].reshape(2, n).T
         total = counts[:, 0] + counts[:, 1]
         usd = np.where((counts[:, 0] >= 0) & (counts[:, 1] >= 0),
@@ -347,7 +371,7 @@ def candidate_plans(scenario: Scenario, count: int, tables: PlanningTables | Non
             tables.checked = (scenario, scenario.validated())  # frozen: checked once
         s = tables.checked[1]
         tables = tables.for_scenario(s)
-    found = _Search.run(tables)
+    found = _Search.run(tables, count)
     baselines = _baselines(found)
     common = dict(
         workload=s.workload.name, rate_rps=s.rate_rps, slo_ms=s.slo_ms,

@@ -165,9 +165,12 @@ class PoolLoad:
             cs2=self.cs2[idx], floor_s=np.broadcast_to(self.floor_s, fp.shape), floor_prob=fp)
 
     def compiled_search(self, idx, slo_s: float, q: float, rho_max: float,
-                        paper_rule: bool) -> np.ndarray | None:
+                        paper_rule: bool, pairs=None, preset=None) -> np.ndarray | None:
         """A load-dependent model's compiled twin of the sizing's numpy search over the
-        servable candidates ``idx`` (the same counts), or ``None`` where it has none."""
+        servable candidates ``idx`` (the same counts), or ``None`` where it has none.
+        With ``pairs`` (:class:`~fleetopt_milp.sizing.Pairs`): the counts of every row
+        (``preset`` holds 0 for idle rows, -1 for unservable ones), ``-2`` for rows the
+        cheapest candidates do not need, or ``None``."""
         return None
 
     def extra_fails(self, idx, instances) -> np.ndarray:

@@ -72,7 +72,8 @@ from .poolload import PoolLoad
 from .queueing import compiled_kernels
 
 __all__ = ["ServiceModel", "SlotServiceModel", "SLOT", "service_model",
-           "register_service_model", "service_model_names", "scenario_pool_load"]
+           "register_service_model", "service_model_names", "scenario_pool_load",
+           "unit_pool_load", "load_at_rate"]
 
 #: Pools with less than this share of all requests carry no traffic.
 EMPTY_MASS = 1e-15
@@ -163,8 +164,21 @@ def scenario_pool_load(scenario, moments: Moments, table: MomentTable, window_to
     arrival rate, sized to its TPOT SLO as well when it has one (the engine model's own
     SLO, docs/engine.md §2). The one place the planner and the MILP turn demand into the
     load they size."""
-    load = service_model(scenario.service_model).pool_load(moments, table, window_tokens,
-                                                           scenario.rate_rps)
+    return load_at_rate(unit_pool_load(scenario, moments, table, window_tokens), scenario)
+
+
+def unit_pool_load(scenario, moments: Moments, table: MomentTable, window_tokens
+                   ) -> PoolLoad:
+    """:func:`scenario_pool_load` at a total rate of 1 request/s and without the TPOT SLO:
+    what does not depend on the rate or the SLOs, so tables reused over rates keep it
+    (:class:`~fleetopt_milp.planner.PlanningTables`). A service model's rate enters only
+    as ``rate_rps = rate x mass``, so :func:`load_at_rate` gives the same numbers."""
+    return service_model(scenario.service_model).pool_load(moments, table, window_tokens, 1.0)
+
+
+def load_at_rate(unit: PoolLoad, scenario) -> PoolLoad:
+    """A :func:`unit_pool_load` at ``scenario``'s rate and TPOT SLO."""
+    load = unit.scaled(scenario.rate_rps)
     if scenario.tpot_ms is not None:
         load = load.with_tpot_slo(scenario.tpot_ms * 1e-3, scenario.tpot_percentile)
     return load

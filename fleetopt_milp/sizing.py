@@ -14,9 +14,15 @@ Two implementations of that one search:
 - the numpy path below, which evaluates :meth:`PoolLoad.at` at every size it tries. It
   serves load-dependent service models and is the reference the kernel is tested and
   benchmarked against (``use_kernel=False``).
+
+A caller that only needs the cheapest of the planner's two-pool candidates says so with
+:class:`Pairs`; a load-dependent model's compiled search may then prune the others
+(:meth:`PoolLoad.compiled_search`, the engine model's branch and bound).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,7 +37,25 @@ from .queueing import (
     wait_quantile_s,
 )
 
-__all__ = ["min_instances", "redundancy_floor", "slo_excess"]
+__all__ = ["min_instances", "redundancy_floor", "slo_excess", "Pairs"]
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The planner's two-pool candidates over a load's rows (docs/model.md §4), for a
+    sizing that only needs the cheapest: candidate ``i`` is rows ``short_rows[i]`` and
+    ``long_rows[i]`` at ``gammas[i]`` and boundary ``windows[i]``; ``no_compression``
+    marks ``gamma = 1``. The counts needed are those of the ``count`` cheapest candidates
+    (fewest instances, then smaller gamma, then smaller B), of the cheapest at ``gamma =
+    1`` (pool routing), of the cheapest at that one's B (retrofit), and of every row no
+    candidate holds."""
+
+    short_rows: np.ndarray
+    long_rows: np.ndarray
+    gammas: np.ndarray
+    windows: np.ndarray
+    no_compression: np.ndarray
+    count: int = 1
 
 
 def _unservable(load: PoolLoad, idx: np.ndarray, slo_s: float, q: float,
@@ -135,7 +159,7 @@ def _check(load: PoolLoad, rho_max: float) -> None:
 
 def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
                   rho_max: float = 0.85, paper_rule: bool = False,
-                  use_kernel: bool | None = None) -> np.ndarray:
+                  use_kernel: bool | None = None, pairs: Pairs | None = None) -> np.ndarray:
     """Minimum instances per candidate pool meeting the TTFT SLO and the utilization cap.
 
     docs/model.md §3: the smallest ``n`` with ``rho = a / (n slots) <= rho_max`` and
@@ -149,6 +173,12 @@ def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
     the numpy path (the reference). Both give the same counts; load-dependent service
     models take their own compiled search where they have one
     (:meth:`PoolLoad.compiled_search`, loaded with the kernels), else the numpy path.
+
+    ``pairs``: only the counts of the cheapest candidates :class:`Pairs` describes are
+    needed. A compiled search that can prune (:meth:`PoolLoad.compiled_search` with
+    ``pairs``) then returns ``-2`` for rows it did not size: a candidate with such a row
+    provably needs more instances than those it must find. Every other count is as
+    without ``pairs``.
     """
     if not 0 < percentile < 100:
         raise FleetOptError(f"percentile={percentile}: must be strictly between 0 and 100")
@@ -170,6 +200,13 @@ def min_instances(load: PoolLoad, slo_s: float, percentile: float = 99.0,
     result[busy[hopeless]] = -1
     busy = busy[~hopeless]
     if busy.size:
+        if pairs is not None and kernels is not None:
+            preset = result.copy()
+            preset[busy] = 1
+            fast = load.compiled_search(busy, slo_s, q, rho_max, paper_rule, pairs=pairs,
+                                        preset=preset)
+            if fast is not None:
+                return fast
         fast = (load.compiled_search(busy, slo_s, q, rho_max, paper_rule)
                 if kernels is not None else None)
         result[busy] = (fast if fast is not None

@@ -128,3 +128,70 @@ def test_contention_quantiles_are_scipy_poisson_ppf():
     # Beyond the table: the Cornish-Fisher quantile rounded up, within one of the exact.
     far = np.array([[2.0 * TABLE_COUNTS], [1e5]])
     assert np.all(np.abs(_poisson_levels(far) - stats.poisson.ppf(CONTENTION_LEVELS, far)) <= 1)
+
+
+def _full_search_plans(monkeypatch, sc, tables, count):
+    """The plans with every candidate sized (no branch and bound)."""
+    from fleetopt_milp import planner
+
+    run = planner._Search.run
+    monkeypatch.setattr(planner._Search, "run", staticmethod(lambda t, c=None: run(t, None)))
+    try:
+        return planner.candidate_plans(sc, count, tables)
+    finally:
+        monkeypatch.setattr(planner._Search, "run", staticmethod(run))
+
+
+def _summary(plans):
+    return [(p.boundary_tokens, p.gamma, [a.instances for pool in p.pools
+                                          for a in pool.allocations],
+             {k: (v.instances, v.boundary_tokens, v.gamma, v.usd_per_hour)
+              for k, v in p.baselines.items()}) for p in plans]
+
+
+@pytest.mark.parametrize("profile,workload,rate,slo_ms,paper,count", [
+    ("H100-Llama-3-70B-tp8-vllm", "azure-2023", 1000.0, 500.0, False, 1),
+    ("H100-Llama-3-70B-tp8-vllm", "lmsys", 1000.0, 1000.0, False, 4),
+    ("H100-Llama-3-70B-tp8-vllm", "agent-heavy", 200.0, 2000.0, False, 1),
+    ("H100-Llama-3-70B-tp8-vllm", "mooncake-conversation", 100.0, 5000.0, False, 3),
+    ("paper-H100", "agent-heavy", 5000.0, 300.0, True, 1),
+    ("paper-H100", "azure-2023", 3000.0, 800.0, False, 6),
+])
+def test_branch_and_bound_plans_equal_sizing_every_candidate(monkeypatch, profile, workload,
+                                                             rate, slo_ms, paper, count):
+    from fleetopt_milp import planner
+
+    sc = Scenario(load_workload(workload), resolve_profile(CAT, profile), rate, slo_ms,
+                  service_model="engine", paper_compat=paper,
+                  long_context_tokens=131072 if workload.startswith("mooncake") else 65536)
+    tables = PlanningTables(sc)
+    found = planner._Search.run(tables, count)
+    n = found.windows.shape[0]
+    assert np.count_nonzero(found.counts == -2) > n // 4  # the bound pruned candidates
+    assert _summary(planner.candidate_plans(sc, count, tables)) == _summary(
+        _full_search_plans(monkeypatch, sc, tables, count))
+    # Every count the pruned search gives is the numpy path's.
+    load, ref = _size_rows(tables, tables.rows)
+    got = np.concatenate([found.counts[:, 0], found.counts[:, 1]])
+    sized = got != -2
+    np.testing.assert_array_equal(got[sized], ref[: 2 * n][sized])
+    assert found.h_count == ref[2 * n]
+
+
+def test_asking_for_more_plans_than_candidates_sizes_every_candidate():
+    from fleetopt_milp import planner
+
+    sc = Scenario(load_workload("azure-2023"), resolve_profile(CAT, "H100-Llama-3-70B-tp8-vllm"),
+                  1000.0, 500.0, service_model="engine")
+    tables = PlanningTables(sc)
+    n = tables.windows.shape[0]
+    load, ref = _size_rows(tables, tables.rows)
+    want = np.stack([ref[:n], ref[n:2 * n]], axis=1)
+    # No pruning is possible: every candidate is sized, whatever count the caller asks for
+    # (the reports' cost-TTFT front asks for 2**30), and the kernel's ranking holds all.
+    for count in (n, 1 << 30):
+        np.testing.assert_array_equal(planner._Search.run(tables, count).counts, want)
+    found = planner._Search.run(tables, n - 1)
+    assert np.count_nonzero(found.counts == -2) < n // 2
+    sized = found.counts != -2
+    np.testing.assert_array_equal(found.counts[sized], want[sized])
