@@ -102,3 +102,31 @@ def test_cli_writes_the_documented_keys(tmp_path):
                         "H100-Llama-3-70B-tp8-vllm", "--workload", "sharegpt"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--instances" in r.stderr
+
+
+def test_a_catalogue_file_sets_the_engines_scheduler_steps(tmp_path):
+    """A two-line catalogue file plans the shipped profile for a multi-step engine: the
+    same fleet's TTFT grows by the wait for the running group (docs/engine.md §2-3), its
+    TPOT does not move."""
+    from clirun import fleetopt
+
+    cat = tmp_path / "multistep.toml"
+    cat.write_text('[profiles."H100-Llama-3-70B-tp4-vllm"]\nscheduler_steps = 10\n')
+    figures = {}
+    for name, extra in (("one", []), ("ten", ["--catalog", cat])):
+        out = tmp_path / f"{name}.json"
+        run = fleetopt("evaluate", "--gpu", "H100-Llama-3-70B-tp4-vllm", "--instances", 1,
+                       "--context-tokens", 2048, "--workload", "sharegpt-vllm", "--rate", 4,
+                       "--slo-ms", 1000, "--json", out, *extra)
+        assert run.code == 0, run.err
+        figures[name] = json.loads(out.read_text())["fleet"]
+    one, ten = figures["one"], figures["ten"]
+    assert ten["tpot_ms"]["mean"] == pytest.approx(one["tpot_ms"]["mean"], rel=1e-12)
+    # About (1 + 9 x 0.6) busy steps of ~20 ms instead of one: over 100 ms more at P50.
+    assert ten["ttft_ms"]["p50"] > one["ttft_ms"]["p50"] + 100.0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[profiles."H100-Llama-3-70B-tp4-vllm"]\nscheduler_steps = 0\n')
+    run = fleetopt("evaluate", "--catalog", bad, "--gpu", "H100-Llama-3-70B-tp4-vllm",
+                   "--instances", 1, "--context-tokens", 2048, "--workload", "sharegpt-vllm",
+                   "--rate", 4, "--slo-ms", 1000)
+    assert run.code == 2 and "scheduler_steps" in run.err and "\n" not in run.err.strip()
