@@ -95,7 +95,7 @@ def engine_vs_simulation() -> str:
                     if pool.instances == 0 or m.rate_rps == 0:
                         continue
                     pools_n += 1
-                    cap = prof.slots(pool.context_tokens)
+                    cap = prof.engine_max_batch
                     sim_batch = s.utilization.mean * cap
                     e = (rel(m.mean_batch, sim_batch), rel(m.utilization, s.utilization.mean),
                          rel(m.tpot_ms["mean"], s.mean_tpot_ms.mean))
@@ -126,7 +126,7 @@ def engine_vs_simulation() -> str:
         "planned fleet is then evaluated by the model and simulated at the engine fidelity "
         f"(continuous batching, chunked prefill, JSQ; {SIM['replications']} x "
         f"{SIM['n_requests']:,} requests, 95% intervals) at 0.5, 0.75 and 1 times that rate. "
-        "Mean batch = sequences per instance (simulated: batch occupancy x the cap slots(C)).",
+        "Mean batch = sequences per instance (simulated: batch occupancy x the engine batch cap max_slots).",
         "",
         f"Pools: {pools_n}. Within 10% of the simulation: mean batch {within['batch']}/"
         f"{pools_n} (median error {med['batch']:.1%}, worst {worst['batch']:+.1%}), "

@@ -97,7 +97,7 @@ def _tail(k, mu, side):
 
 
 @njit(cache=True)
-def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, msteps, fchunks, fadded,
+def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, msteps, ecv, fchunks, fadded,
             fp_row, levels, level_steps, levels_z, none_above, level_w, fs, fp, side=0):
     """The contended TTFT floors at an operating point of ``nf`` instances (step ``tau``,
     batch ``b``, ``prefilling`` sequences), written to ``fs``/``fp``: one per used column
@@ -114,7 +114,7 @@ def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, msteps, fchunk
     m = 0
     for j in cols:
         k = fchunks[j]
-        d = max(1.0, min(k + 1.0, k1)) * spread
+        d = max(1.0, min(k + 1.0, k1)) * spread * ecv
         seqs = nf * b + nf * k * prefilling / max(k1, 1e-300)
         reach = _tail(nf - 1.0, seqs, side) if nf > 1.0 else 1.0
         for lv in range(level_steps.shape[0]):
@@ -132,7 +132,7 @@ def _floors(nf, tau, b, prefilling, cols, k1, fown, mchunk, over, msteps, fchunk
 
 
 @njit(cache=True)
-def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, cs2,
+def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, ecv, cs2,
             fchunks, fadded, fp_row, levels, level_steps, levels_z, none_above, level_w, fs, fp,
             slo_s, q, rho_max, paper_rule):
     """The candidate meets the TTFT SLO and the utilization cap at ``n`` instances: its
@@ -155,12 +155,12 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, ms
     a = nf * b
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
-    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, fown, mchunk, over, msteps, fchunks,
+    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, fown, mchunk, over, msteps, ecv, fchunks,
             fadded, fp_row, levels, level_steps, levels_z, none_above, level_w, fs, fp, -1)
     fixed, mean_floor = floor_stats(fs, fp, slo_s)
     if (mean_floor > slo_s) if paper_rule else ((1.0 - q) - fixed < 0.0):
         return False  # as meets_slo decides from the floors alone
-    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, fown, mchunk, over, msteps, fchunks,
+    _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, fown, mchunk, over, msteps, ecv, fchunks,
             fadded, fp_row, levels, level_steps, levels_z, none_above, level_w, fs, fp)
     per_seq = g / max(ea, 1e-300)
     es = ea * max(w + cap * per_seq, tau)
@@ -170,7 +170,7 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, ms
 
 
 @njit(cache=True)
-def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, cs2,
+def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, ecv, cs2,
               fchunks, fadded, floor_prob, levels, level_steps, levels_z, none_above, level_w,
               slo_s, q, rho_max, paper_rule):
     out = np.zeros(busy.size, dtype=np.int64)
@@ -194,7 +194,7 @@ def _size_all(busy, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, mst
         fs = fs_buf[:cols.size * n_lv]
         fp = fp_buf[:cols.size * n_lv]
         args = (cols, rate[i], w[i], g[i], ea[i], kv[i], maxb[i], kvcap[i], k1[i],
-                fown, mchunk[i], over[i], msteps[i], cs2[i], fchunks, fadded, row, levels,
+                fown, mchunk[i], over[i], msteps[i], ecv[i], cs2[i], fchunks, fadded, row, levels,
                 level_steps, levels_z, none_above, level_w, fs, fp, slo_s, q, rho_max,
                 paper_rule)
         lam = rate[i]
@@ -262,7 +262,8 @@ def _row_arrays(load) -> tuple:
             f64(load.mean_iterations), f64(load.kv_token_iterations),
             f64(load.slots_per_instance), f64(load.kv_capacity_tokens), f64(load.mean_chunks),
             f64(load.floor_own_s), f64(load.mean_chunk_s), f64(load.ttft_overhead_s),
-            f64(load.scheduler_steps), f64(load.cs2), f64(load.floor_chunks),
+            f64(load.scheduler_steps), f64(load.chunk_disp), f64(load.cs2),
+            f64(load.floor_chunks),
             f64(load.floor_added_s), f64(load.floor_prob), f64(RESIDUAL_LEVELS),
             f64(contention_steps()), f64(_Z), f64(_NONE_ABOVE), f64(CONTENTION_WEIGHTS))
 
@@ -334,13 +335,13 @@ def _cap_ok(n, rate, w, g, ea, cap, rho_max):
 def _row_passes(r, n, d):
     """:func:`_passes` for row ``r`` at ``n`` instances; ``d`` packs the rows' arrays
     (:func:`_cheapest`)."""
-    (rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, cs2, fchunks, fadded,
+    (rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, ecv, cs2, fchunks, fadded,
      floor_prob, col_ptr, col_idx, levels, level_steps, levels_z, none_above, level_w,
      fs_buf, fp_buf, slo_s, q, rho_max, paper_rule) = d
     cols = col_idx[col_ptr[r]:col_ptr[r + 1]]
     m = cols.size * levels_z.size
     return _passes(n, cols, rate[r], w[r], g[r], ea[r], kv[r], maxb[r], kvcap[r], k1[r],
-                   fown, mchunk[r], over[r], msteps[r], cs2[r], fchunks, fadded,
+                   fown, mchunk[r], over[r], msteps[r], ecv[r], cs2[r], fchunks, fadded,
                    floor_prob[r], levels, level_steps, levels_z, none_above, level_w,
                    fs_buf[:m], fp_buf[:m], slo_s, q, rho_max, paper_rule)
 
@@ -508,7 +509,7 @@ def _insert(tops, total):
 
 
 @njit(cache=True)
-def _cheapest(preset, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, cs2,
+def _cheapest(preset, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, ecv, cs2,
               fchunks, fadded, floor_prob, levels, level_steps, levels_z, none_above, level_w,
               slo_s, q, rho_max, paper_rule, short, long, gam, win, no_comp, count):
     n_rows = preset.size
@@ -527,7 +528,7 @@ def _cheapest(preset, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, m
             m += 1
         col_ptr[r + 1] = m
     width = floor_prob.shape[1] * levels_z.size + levels_z.size
-    d = (rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, cs2, fchunks, fadded,
+    d = (rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, msteps, ecv, cs2, fchunks, fadded,
          floor_prob, col_ptr, col_idx, levels, level_steps, levels_z, none_above, level_w,
          np.empty(width), np.empty(width), slo_s, q, rho_max, paper_rule)
     # Brackets: fail[r] fails, pas[r] passes. Idle rows need 0; unservable ones none.

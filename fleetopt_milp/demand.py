@@ -40,7 +40,8 @@ class Moments:
     sum p a^2 (steps in the batch); step_cost_s = sum p g (s; ``g`` = the step time a
     request adds over its life); kv_token_steps = sum p kv (KV tokens held, summed over
     its steps); chunks = sum p k (prefill chunks); prefill_tokens = sum p L_in (prompt
-    tokens prefilled).
+    tokens prefilled); prefill_sq_tokens = sum p sum_chunks x^2 (``x`` the prompt tokens
+    of each chunk: the spread of a chunk's cost).
     """
 
     mass: np.ndarray
@@ -53,6 +54,7 @@ class Moments:
     kv_token_steps: np.ndarray
     chunks: np.ndarray
     prefill_tokens: np.ndarray
+    prefill_sq_tokens: np.ndarray
 
     def _map(self, op, other=None) -> Moments:
         """``op`` applied field by field (with ``other``'s matching field if given)."""
@@ -146,6 +148,11 @@ class MomentTable:
         pt_s = profile.prefill_ms_per_token * 1e-3
         hc_s = h_s / profile.calib_tokens
 
+        def chunk_sq(lin_):  # sum over a prompt's chunks of (tokens in the chunk)^2
+            kk = np.maximum(_ceil_div(lin_.astype(np.int64), chunk) - 1, 0).astype(float)
+            last = lin_ - kk * chunk
+            return kk * float(chunk) ** 2 + last * last
+
         def engine_feats(k_, lin_, lout_):
             q = lout_ * lin_ + lout_ * (lout_ + 1) / 2.0
             return h_s * k_ + pt_s * lin_ + s_s * (k_ + lout_) + hc_s * q, k_ * lin_ + q
@@ -156,7 +163,8 @@ class MomentTable:
         nseg = cuts.size + 1
         g_eng, kv_eng = engine_feats(k.astype(float), lin.astype(float), lout.astype(float))
         feats = np.stack([p, p * a, p * a * ltot, p * a * a, p * a * a * ltot,
-                          p * a * a * ltot * ltot, p * g_eng, p * kv_eng, p * k, p * lin])
+                          p * a * a * ltot * ltot, p * g_eng, p * kv_eng, p * k, p * lin,
+                          p * chunk_sq(lin.astype(float))])
         nfeat = feats.shape[0]
         sums = np.zeros((nfeat, nseg))
         for i in range(nfeat):
@@ -175,8 +183,8 @@ class MomentTable:
         ie = np.searchsorted(cuts, band_ends)
         self._band_plain = (self._prefix[:, ie] - self._prefix[:, ib][:, :, None]).transpose(1, 2, 0)
         self._band_plain_floor = self._floor_prefix[ie] - self._floor_prefix[ib][:, None, :]
-        self._band_comp = np.zeros((nB, nG, 7))  # sum p, p a', p a'^2, p g', p kv', p k',
-        # p L_in'
+        self._band_comp = np.zeros((nB, nG, 8))  # sum p, p a', p a'^2, p g', p kv', p k',
+        # p L_in', p sum x'^2
 
         self._band_comp_floor = np.zeros((nB, nG, nf))
         starts = np.searchsorted(ltot, b, side="right")
@@ -203,7 +211,8 @@ class MomentTable:
             gc, kvc = engine_feats(kc.astype(float), (bb - lo_out).astype(float),
                                    lo_out.astype(float))
             cs = np.cumsum(np.stack([pp, pa, pa * ac, pp * gc, pp * kvc, pp * kc,
-                                     pp * (bb - lo_out)], 1), axis=0)
+                                     pp * (bb - lo_out),
+                                     pp * chunk_sq((bb - lo_out).astype(float))], 1), axis=0)
             pos = np.searchsorted(lt, band_ends[i], side="right")
             self._band_comp[i] = np.where(pos[:, None] > 0, cs[np.maximum(pos - 1, 0)], 0.0)
             self._band_comp_floor[i] = np.cumsum(np.bincount(
@@ -285,7 +294,7 @@ class MomentTable:
         mass, pa, paL, pa2, pa2L, pa2L2 = (raw[..., i] for i in range(6))
         s1 = w * pa + h * paL
         s2 = w * w * pa2 + 2.0 * w * h * pa2L + h * h * pa2L2
-        return Moments(mass, s1, s2, floor, *(raw[..., i] for i in (1, 3, 6, 7, 8, 9)))
+        return Moments(mass, s1, s2, floor, *(raw[..., i] for i in (1, 3, 6, 7, 8, 9, 10)))
 
     # -- queries ---------------------------------------------------------------------------
     def plain(self, lo_tokens, hi_tokens, window_tokens) -> Moments:
@@ -312,7 +321,7 @@ class MomentTable:
         t_iter = self._w_s(b_tok) + self._h_s(b_tok) * bb
         raw = self._band_comp[i, g]
         return Moments(raw[:, 0], t_iter * raw[:, 1], t_iter * t_iter * raw[:, 2],
-                       self._band_comp_floor[i, g], *(raw[:, i] for i in range(1, 7)))
+                       self._band_comp_floor[i, g], *(raw[:, i] for i in range(1, 8)))
 
     def pool_parts(self, windows_tokens, gammas) -> list[PoolParts]:
         """Moments of ``K`` ordered pools for candidate routings, split by ``p_c``.

@@ -194,7 +194,7 @@ def feedback_dispersion(prefill_share, instances):
 
 def _contended_floors(chunks, added_s, floor_prob, step_s, own_s, overhead_s, prefilling,
                       mean_chunks, busy, instances, pool_batch, mean_chunk_s,
-                      scheduler_steps):
+                      scheduler_steps, chunk_disp):
     """TTFT floors with prefill contention, ``(k, m J)`` floors and shares.
 
     A prompt of ``k`` chunks waits for the running step if its instance is busy (``busy``
@@ -212,7 +212,9 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, own_s, overhead_s, pr
     ``E[k]`` steps, and a long step gathers more prompts for the next (the variance ratio
     ``f`` of :func:`feedback_dispersion`, with the prefill share ``P_bar b_pf / tau``), so
     the steps' counts are correlated and their sum over-dispersed by ``d = max(1, min(k +
-    1, E[k])) f``: ``S = d N``, ``N ~ Poisson(mean / d)``. Under join-the-shortest-queue
+    1, E[k])) f e``, ``e = E[c^2] / E[c]^2`` (``chunk_disp``) the spread of the chunks'
+    costs ``c = H + p x`` (the count is in units of the mean chunk; a compound Poisson
+    sum's variance is ``E[c^2] / E[c]`` times its mean): ``S = d N``, ``N ~ Poisson(mean / d)``. Under join-the-shortest-queue
     another prompt reaches the instance only while every other one is busy: ``P(S > 0) =
     reach P(N > 0)``, ``reach`` of :func:`jsq_reach` with the pool's ``n b`` sequences
     (``pool_batch``) plus the ``n k b_pf / E[k]`` arriving over the prompt's ``k`` steps.
@@ -229,7 +231,8 @@ def _contended_floors(chunks, added_s, floor_prob, step_s, own_s, overhead_s, pr
     mu = steps * b_pf
     spread = feedback_dispersion(mean_chunk_s * prefilling / np.maximum(step_s, 1e-300),
                                  instances)[:, None, None]
-    d = np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None])) * spread
+    d = (np.maximum(1.0, np.minimum(k + 1.0, mean_chunks[:, None, None])) * spread
+         * chunk_disp[:, None, None])
     lam = mu / d
     nn = instances[:, None, None]
     reach = jsq_reach(nn, pool_batch[:, None, None]
@@ -343,6 +346,7 @@ class EnginePoolLoad(PoolLoad):
     mean_chunks: np.ndarray = None
     mean_chunk_s: np.ndarray = None
     scheduler_steps: np.ndarray = None
+    chunk_disp: np.ndarray = None
 
     load_dependent = True
 
@@ -351,7 +355,7 @@ class EnginePoolLoad(PoolLoad):
         for f in fields(EnginePoolLoad):
             if f.name in ("w_s", "step_cost_s", "mean_iterations", "kv_token_iterations",
                           "kv_capacity_tokens", "ttft_overhead_s", "chunk_s",
-                          "mean_chunks", "mean_chunk_s", "scheduler_steps"):
+                          "mean_chunks", "mean_chunk_s", "scheduler_steps", "chunk_disp"):
                 v = np.broadcast_to(np.asarray(getattr(self, f.name), float),
                                     self.rate_rps.shape).copy()
                 object.__setattr__(self, f.name, v)
@@ -420,7 +424,8 @@ class EnginePoolLoad(PoolLoad):
                                    np.where(op.stable, op.prefilling, 0.0),
                                    self.mean_chunks[idx],
                                    np.where(op.stable, jsq_busy(n, b), 1.0), n, n * b,
-                                   self.mean_chunk_s[idx], self.scheduler_steps[idx])
+                                   self.mean_chunk_s[idx], self.scheduler_steps[idx],
+                                   self.chunk_disp[idx])
         # A request waits only while the batch is full: the queue drains at the step time
         # of a full batch (docs/engine.md §2).
         full = self.w_s[idx] + op.batch_cap * op.per_seq_s
@@ -500,10 +505,10 @@ class EngineServiceModel:
         mass = np.atleast_1d(moments.mass).astype(float)
         live = mass > EMPTY_MASS
         safe = np.where(live, mass, 1.0)
-        a1, a2, g1, kv1, k1, lin1 = (
+        a1, a2, g1, kv1, k1, lin1, sq1 = (
             np.where(live, np.atleast_1d(getattr(moments, f)) / safe, 1.0)
             for f in ("iters", "iters2", "step_cost_s", "kv_token_steps", "chunks",
-                      "prefill_tokens"))
+                      "prefill_tokens", "prefill_sq_tokens"))
         cs2 = np.where(live, np.maximum(a2 / np.maximum(a1 ** 2, 1e-300) - 1.0, 0.0), 0.0)
         fp = np.atleast_2d(moments.floor_mass) / safe[:, None]
         fp = np.where(live[:, None], fp, 0.0)
@@ -512,6 +517,12 @@ class EngineServiceModel:
         chunk = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
         mean_chunk = (prof.h_ms + prof.prefill_ms_per_token * lin1 / np.maximum(k1, 1e-300)
                       ) * 1e-3
+        # The spread of a chunk's cost c = H + p x over the pool's chunks: E[c^2] / E[c]^2.
+        ex = lin1 / np.maximum(k1, 1e-300)
+        ex2 = sq1 / np.maximum(k1, 1e-300)
+        hh, pp = prof.h_ms, prof.prefill_ms_per_token
+        disp = np.maximum((hh * hh + 2.0 * hh * pp * ex + pp * pp * ex2)
+                          / np.maximum((hh + pp * ex) ** 2, 1e-300), 1.0)
         # The floors' lower limit over all sizes (an idle instance): k W + P_own + added.
         own = (table.floor_chunks * prof.h_ms + table.floor_tokens * prof.prefill_ms_per_token
                ) * 1e-3
@@ -522,7 +533,7 @@ class EngineServiceModel:
             floor_s=grid, floor_prob=fp, w_s=w, step_cost_s=g1, mean_iterations=a1,
             kv_token_iterations=kv1, kv_capacity_tokens=float(prof.kv_capacity_tokens),
             ttft_overhead_s=over, chunk_s=chunk, mean_chunks=k1, mean_chunk_s=mean_chunk,
-            scheduler_steps=float(prof.scheduler_steps))
+            scheduler_steps=float(prof.scheduler_steps), chunk_disp=disp)
         return load.with_grid(table.floor_chunks, own, table.floor_added_s)
 
 

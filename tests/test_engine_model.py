@@ -79,6 +79,18 @@ def test_engine_sums_match_the_requests(prof):
     assert m.kv_token_steps[0] == pytest.approx(np.sum(p * (k * li + q)))
     assert m.chunks[0] == pytest.approx(np.sum(p * k))
     assert m.prefill_tokens[0] == pytest.approx(np.sum(p * li))
+    # Per chunk the prompt tokens it carries: k - 1 whole chunks and the rest.
+    c = prof.chunk_tokens
+    sq = (k - 1) * c * c + (li - (k - 1) * c) ** 2
+    assert m.prefill_sq_tokens[0] == pytest.approx(np.sum(p * sq))
+    # The spread of a chunk's cost H + p x: E[c^2] / E[c]^2 over the pool's chunks.
+    ld = ENGINE.pool_load(m, table, [8192], 1.0)
+    h, pt = prof.h_ms, prof.prefill_ms_per_token
+    ek = np.sum(p * k)
+    ex, ex2 = np.sum(p * li) / ek, np.sum(p * sq) / ek
+    assert ld.chunk_disp[0] == pytest.approx((h * h + 2 * h * pt * ex + pt * pt * ex2)
+                                             / (h + pt * ex) ** 2)
+    assert ld.chunk_disp[0] > 1.0
     # Pools add up: (0, 2048] + (2048, 8192] = everything.
     parts = table.plain(0, 2048, 8192) + table.plain(2048, 8192, 8192)
     for f in ("iters", "iters2", "step_cost_s", "kv_token_steps", "chunks"):
@@ -227,7 +239,7 @@ def _floors(n, b, prefilling, chunks=9.0, mean_chunks=6.0, scheduler_steps=1.0):
     return _contended_floors(np.array([chunks]), np.zeros(1), one[:, None], 0.013 * one,
                              0.0325 * chunks * one, 0.085 * one, prefilling * one, mean_chunks * one,
                              jsq_busy(n * one, b * one), n * one, n * b * one, 0.020 * one,
-                             scheduler_steps * one)
+                             scheduler_steps * one, one)
 
 
 def test_contention_on_one_instance_is_the_random_split_poisson_form():

@@ -95,11 +95,11 @@ def test_compiled_floors_equal_the_numpy_floors(n, b, b_pf, tau_ms, msteps):
     want_fs, want_fp = _contended_floors(chunks, added, share[None, :], tau * one, own,
                                          over * one, b_pf * one, k1 * one,
                                          jsq_busy(n * one, b * one), n * one, n * b * one,
-                                         pm_s * one, msteps * one)
+                                         pm_s * one, msteps * one, 1.3 * one)
     fs = np.empty(chunks.size * CONTENTION_LEVELS.size)
     fp = np.empty_like(fs)
     _engine_sizing._floors(float(n), tau, b, b_pf, np.arange(chunks.size), k1, own, pm_s, over,
-                           msteps, chunks, added, share, RESIDUAL_LEVELS, contention_steps(),
+                           msteps, 1.3, chunks, added, share, RESIDUAL_LEVELS, contention_steps(),
                            _Z, _NONE_ABOVE, CONTENTION_WEIGHTS, fs, fp)
     np.testing.assert_allclose(fs, want_fs[0], rtol=1e-13)
     np.testing.assert_allclose(fp, want_fp[0], rtol=1e-13)
