@@ -95,9 +95,13 @@ def engine_vs_simulation() -> str:
                     if pool.instances == 0 or m.rate_rps == 0:
                         continue
                     pools_n += 1
-                    cap = prof.engine_max_batch
-                    sim_batch = s.utilization.mean * cap
-                    e = (rel(m.mean_batch, sim_batch), rel(m.utilization, s.utilization.mean),
+                    # The simulation's occupancy is of the engine's batch cap; the model's
+                    # of its operating cap (the KV blocks may bind below it): both read
+                    # against the model's cap.
+                    sim_batch = s.utilization.mean * prof.engine_max_batch
+                    model_cap = m.mean_batch / m.utilization if m.utilization else 1.0
+                    sim_util = sim_batch / model_cap
+                    e = (rel(m.mean_batch, sim_batch), rel(m.utilization, sim_util),
                          rel(m.tpot_ms["mean"], s.mean_tpot_ms.mean))
                     for key, v in zip(("batch", "util", "tpot"), e, strict=True):
                         errs[key].append(v)
@@ -107,7 +111,7 @@ def engine_vs_simulation() -> str:
                         optimistic.append(f"{prof_name} {wl_name} {pool.role} at {share:g}x")
                     rows.append([prof_name, wl_name, pool.role, f"{share:g}", pool.instances,
                                  f"{m.mean_batch:.1f}", f"{sim_batch:.1f}", f"{e[0]:+.1%}",
-                                 f"{m.utilization:.3f}", f"{s.utilization.mean:.3f}",
+                                 f"{m.utilization:.3f}", f"{sim_util:.3f}",
                                  f"{m.tpot_ms['mean']:.2f}", f"{s.mean_tpot_ms.mean:.2f}",
                                  f"{e[2]:+.1%}", f"{m.ttft_slo_miss_share:.4f}",
                                  f"{miss.mean:.4f} ± {miss.half_width:.4f}",
@@ -126,7 +130,7 @@ def engine_vs_simulation() -> str:
         "planned fleet is then evaluated by the model and simulated at the engine fidelity "
         f"(continuous batching, chunked prefill, JSQ; {SIM['replications']} x "
         f"{SIM['n_requests']:,} requests, 95% intervals) at 0.5, 0.75 and 1 times that rate. "
-        "Mean batch = sequences per instance (simulated: batch occupancy x the engine batch cap max_slots).",
+        "Mean batch = sequences per instance (simulated: batch occupancy x the engine batch cap max_slots); utilization = mean batch over the model's operating cap (the KV blocks may bind below max_slots), for both.",
         "",
         f"Pools: {pools_n}. Within 10% of the simulation: mean batch {within['batch']}/"
         f"{pools_n} (median error {med['batch']:.1%}, worst {worst['batch']:+.1%}), "

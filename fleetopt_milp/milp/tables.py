@@ -451,6 +451,13 @@ def precompute(problem: FleetProblem, prune: bool = True,
     model). ``seconds`` holds each stage's wall time."""
     laps = _Laps()
     problem = problem.validated()
+    if problem.scenario.service_model != "slot":
+        # A load-dependent model sizes hundreds of pools per solve, each at several sizes:
+        # its compiled search repays loading the kernels (numba's cache, about 1 s once per
+        # process) several times over (docs/solver.md).
+        from ..queueing import load_compiled_kernels
+
+        load_compiled_kernels()
     rule = PruneRule(prune, bound)
     graph = candidate_graph(problem)
     laps.lap("tables_s")
