@@ -327,7 +327,6 @@ class EnginePoolLoad(PoolLoad):
     overhead):
     ``w_s`` (W), ``step_cost_s`` (E[g]), ``mean_iterations`` (E[a]),
     ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``,
-    ``chunk_s`` (``P = H + p chunk``, what a whole prefill chunk adds to its step),
     ``mean_chunks`` (E[k]), ``mean_chunk_s`` (``P_bar = H + p E[L_in] / E[k]``, the mean
     cost of a chunk: prefill charged pro rata), ``scheduler_steps`` (``M``, decode steps per
     scheduler call: a prompt joins a busy instance at the end of a group).
@@ -342,7 +341,6 @@ class EnginePoolLoad(PoolLoad):
     kv_token_iterations: np.ndarray = None
     kv_capacity_tokens: np.ndarray = None
     ttft_overhead_s: np.ndarray = None
-    chunk_s: np.ndarray = None
     mean_chunks: np.ndarray = None
     mean_chunk_s: np.ndarray = None
     scheduler_steps: np.ndarray = None
@@ -354,7 +352,7 @@ class EnginePoolLoad(PoolLoad):
         super().__post_init__()
         for f in fields(EnginePoolLoad):
             if f.name in ("w_s", "step_cost_s", "mean_iterations", "kv_token_iterations",
-                          "kv_capacity_tokens", "ttft_overhead_s", "chunk_s",
+                          "kv_capacity_tokens", "ttft_overhead_s",
                           "mean_chunks", "mean_chunk_s", "scheduler_steps", "chunk_disp"):
                 v = np.broadcast_to(np.asarray(getattr(self, f.name), float),
                                     self.rate_rps.shape).copy()
@@ -514,7 +512,6 @@ class EngineServiceModel:
         fp = np.where(live[:, None], fp, 0.0)
         w = prof.w_ms * 1e-3
         over = prof.ttft_overhead_ms * 1e-3
-        chunk = (prof.h_ms + prof.chunk_compute_ms) * 1e-3
         mean_chunk = (prof.h_ms + prof.prefill_ms_per_token * lin1 / np.maximum(k1, 1e-300)
                       ) * 1e-3
         # The spread of a chunk's cost c = H + p x over the pool's chunks: E[c^2] / E[c]^2.
@@ -532,7 +529,7 @@ class EngineServiceModel:
             slots_per_instance=np.full(mass.shape, prof.engine_max_batch),
             floor_s=grid, floor_prob=fp, w_s=w, step_cost_s=g1, mean_iterations=a1,
             kv_token_iterations=kv1, kv_capacity_tokens=float(prof.kv_capacity_tokens),
-            ttft_overhead_s=over, chunk_s=chunk, mean_chunks=k1, mean_chunk_s=mean_chunk,
+            ttft_overhead_s=over, mean_chunks=k1, mean_chunk_s=mean_chunk,
             scheduler_steps=float(prof.scheduler_steps), chunk_disp=disp)
         return load.with_grid(table.floor_chunks, own, table.floor_added_s)
 
