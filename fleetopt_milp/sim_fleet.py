@@ -84,7 +84,7 @@ class FleetSpec:
             slots = a.profile.slots(self.windows_tokens[a.pool])
             if a.max_batch is not None and a.max_batch < 1:
                 raise FleetOptError(f"allocation {a.name!r}: max_batch={a.max_batch} must be "
-                                    ">= 1 (None = slots(C))")
+                                    ">= 1 (None = the profile's engine batch cap)")
             if a.profile.kv_capacity_tokens < self.windows_tokens[a.pool] or slots < 1:
                 raise FleetOptError(f"allocation {a.name!r}: a {self.windows_tokens[a.pool]}-"
                                     f"token window does not fit {a.profile.name}'s KV cache")

@@ -18,18 +18,19 @@ Fidelities
 ``engine``
     Continuous batching per instance (docs/model.md §2), see
     :func:`fleetopt_milp._kernels.engine_run`: iteration time
-    ``W + s n + P n_prefill + H sum_decode (kv + 1) / C_cal`` from the live batch
-    (``s`` = the profile's per-sequence cost, 0 unless calibrated; a prefilling
-    sequence costs one calibration context per chunk, plus the chunk's compute in calibrated
-    profiles, as the model's prefill time ``Profile.prefill_s``; a decoding one its live
-    context), chunked
+    ``W + s n + H n_prefill + p x_prefill + H sum_decode (kv + 1) / C_cal`` from the
+    live batch (``s`` = the profile's per-sequence cost and ``p`` its compute per prompt
+    token, 0 unless calibrated; a prefilling sequence costs one calibration context per
+    chunk plus the compute of the prompt tokens its chunk carries, ``x_prefill`` in all:
+    prefill charged pro rata, docs/engine.md §1; a decoding one its live context), chunked
     prefill, first token when the prefill completes, then one token per iteration; batch
-    cap ``slots(C)`` (or ``max_batch``); the KV block budget with preemption of the
-    longest sequence by recompute. Dispatch: **join the shortest queue** - an arriving
-    request goes to the allocation's instance with the fewest outstanding requests
-    (running + waiting), ties to the lowest index, and waits in that instance's FCFS queue.
-    With the default batch cap ``slots(C)`` the KV budget always holds a full batch of
-    window-length sequences, so preemption happens only with a larger ``max_batch``.
+    cap the engine's ``Profile.engine_max_batch`` (or ``max_batch``), with admission by free
+    KV blocks below it and preemption of the longest sequence by recompute when they run
+    out; with ``Profile.scheduler_steps`` = M > 1 an instance admits only at the end of a
+    group of M iterations or into an empty batch. Dispatch: **join the shortest queue** -
+    an arriving request goes to the allocation's instance with the fewest outstanding
+    requests (running + waiting), ties to the lowest index, and waits in that instance's
+    FCFS queue.
 
 Arrivals are Poisson at a rate with lengths drawn from a :class:`~fleetopt_milp.workload.
 Workload`, or a :class:`~fleetopt_milp.workload.Trace` replayed with its own timestamps
@@ -217,7 +218,7 @@ def simulate(plan: Plan | FleetSpec, workload: Workload | str | None = None, *,
     - ``replications`` (default 5 for Poisson, 1 for traces); with 1, ``batches`` batch
       means give the intervals. Seeds come from ``SeedSequence(seed).spawn``.
     - ``fidelity``: ``"slot"`` or ``"engine"`` (module docstring); ``max_batch`` overrides
-      the engine's batch cap (default ``slots(C)``).
+      the engine's batch cap (default ``Profile.engine_max_batch``).
     - ``workers``: local processes (default: all cores once the run is large enough);
       ``scheduler``: Dask scheduler address or ``Client``.
     """

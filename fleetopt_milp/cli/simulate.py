@@ -35,7 +35,7 @@ def simulate(
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Dask scheduler address (tcp://host:port)"),
     max_batch: int | None = typer.Option(
-        None, "--max-batch", help="Engine batch cap per instance (default slots(C))"),
+        None, "--max-batch", help="Engine batch cap per instance (default the profile's max_slots)"),
     certify: bool = typer.Option(
         False, "--certify", help="Exit with status 1 unless every pool meets the SLO in a "
         "run that reached steady state"),
