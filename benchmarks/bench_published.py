@@ -256,7 +256,7 @@ def prefill_charge_ms(profile: Profile, wl: Workload) -> tuple[float, float]:
 
 def pro_rata_tpot_ms(profile: Profile, wl: Workload, rate_rps: float,
                      pro_rata: bool = True) -> float | None:
-    """The engine model's mean TPOT ``tau + g_bar``, ``tau = W / (1 - lambda E[g])``
+    """The engine model's mean TPOT ``tau + d``, ``tau = W / (1 - lambda E[g])``
     (docs/engine.md §2, one instance), in closed form from the requests, with each prompt's
     prefill charged pro rata (``H`` per chunk + ``p`` per token, as the model does) or, with
     ``pro_rata=False``, by whole chunks (as it did before). ``None`` where that operating
@@ -269,9 +269,12 @@ def pro_rata_tpot_ms(profile: Profile, wl: Workload, rate_rps: float,
     prefill = li if pro_rata else k * profile.chunk_tokens
     g = (k * profile.h_ms + profile.prefill_ms_per_token * prefill + profile.seq_ms * a
          + profile.h_ms / profile.calib_tokens * q)
-    e_g, e_a = float(wl.weights @ g), float(wl.weights @ a)
+    e_g = float(wl.weights @ g)
+    # d: a decoding sequence's own cost per step (its j-th token reads L_in + j tokens).
+    d = float(wl.weights @ (profile.seq_ms + profile.h_ms / profile.calib_tokens
+                            * (li + (lo + 1) / 2)))
     load = rate_rps * e_g * 1e-3
-    return None if load >= 1 else profile.w_ms / (1 - load) + e_g / e_a
+    return None if load >= 1 else profile.w_ms / (1 - load) + d
 
 
 def rows_for(runs: list[PublishedRun], catalog: dict) -> list[dict]:

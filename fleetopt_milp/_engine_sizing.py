@@ -148,7 +148,7 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, ms
     if not (x < 1.0 and nf > 0.0):  # unstable
         return False
     tau = w / (1.0 - x)
-    b = lam_i * ea * tau
+    b = lam_i * ea * tau + x
     kv_per_seq = kv / max(ea, 1e-300)
     cap = max(min(maxb, math.floor(kvcap / max(kv_per_seq, 1.0))), 1.0)
     c = nf * cap
@@ -302,8 +302,8 @@ def _lower_bound(r, rate, w, g, ea, kv, maxb, kvcap, rho_max):
     """The fewest instances row ``r`` can pass at: :meth:`EnginePoolLoad.
     lower_bound_instances`'s bound, raised to the utilization cap's own closed form.
 
-    At ``n`` instances ``rho = lambda E[a] W / (cap (n - lambda E[g]))`` (the operating
-    point's ``n b / (n cap)``), so the cap needs ``n >= lambda E[g] + lambda E[a] W /
+    At ``n`` instances ``rho >= lambda E[a] W / (cap (n - lambda E[g]))`` (the operating
+    point's ``n b / (n cap)`` less its ``lambda E[g] / (n cap)``), so the cap needs ``n >= lambda E[g] + lambda E[a] W /
     (cap rho_max)``; the bound is lowered by a relative 1e-9 against rounding, and kept only
     if the cap test itself fails one below it (so it never exceeds the true minimum)."""
     lo, cap = _stable_bound(r, rate, w, g, ea, kv, maxb, kvcap, rho_max)
@@ -325,7 +325,7 @@ def _cap_ok(n, rate, w, g, ea, cap, rho_max):
     if not (x < 1.0 and nf > 0.0):
         return False
     tau = w / (1.0 - x)
-    b = lam_i * ea * tau
+    b = lam_i * ea * tau + x
     c = nf * cap
     a = nf * b
     return not (c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12))

@@ -13,7 +13,9 @@ instance, with ``lambda_i = lambda / n`` requests/s:
   calibrated profiles);
 - so the mean step time solves ``tau = W + lambda_i E[g] tau`` (Little's law over the
   step's terms): ``tau = W / (1 - lambda_i E[g])``, stable while ``lambda_i E[g] < 1``;
-- the operating batch is ``b = lambda_i E[a] tau`` (Little's law), out of a batch cap
+- a request holds its batch slot for its ``a`` steps, each an average step plus its own
+  share of it: ``E[T] = E[a] tau + E[g]``, so the (time-average) operating batch is ``b =
+  lambda_i (E[a] tau + E[g])`` (Little's law), out of a batch cap
   ``min(max batch, KV tokens / mean KV tokens per live sequence)`` (the engine's admission
   limits: its batch cap and its KV blocks, tokens in flight rather than reserved windows);
 - TTFT = the wait for a batch slot (an M/G/c queue over the pool's ``n x cap`` batch slots,
@@ -24,9 +26,12 @@ instance, with ``lambda_i = lambda / n`` requests/s:
   random count, over-dispersed by the step's feedback (a longer step gathers more
   prompts: :func:`feedback_dispersion`) and taken at its exact Poisson quantiles
   (:func:`_contended_floors`);
-- TPOT of a decoding sequence is a step with itself and the others: ``W + g_bar (1 + N)``,
-  ``g_bar = E[g] / E[a]``, with ``N ~ Poisson(b)`` others (the occupancy of an M/G/inf
-  system), capped at the batch cap: mean ``tau + g_bar`` and percentiles as ``N`` moves.
+- TPOT of a decoding sequence is a step with itself and the others: ``W + d + g_bar N``,
+  ``d = s + (H / C_cal) (E[L_in] + (E[L_out] + 1) / 2)`` its own decode cost per token
+  (its prefill came before its first token), ``g_bar = E[g] / E[a]``, with ``N ~
+  Poisson(b_step)`` others, ``b_step = lambda_i E[a] tau`` the batch of an average step
+  (the occupancy of an M/G/inf system), capped at the batch cap: mean ``tau + d`` and
+  percentiles as ``N`` moves.
 
 The model plugs into the planner through the service-model seam (:mod:`~fleetopt_milp.
 service`): :class:`EngineServiceModel` (``"engine"``) returns an :class:`EnginePoolLoad`,
@@ -58,10 +63,12 @@ __all__ = ["OperatingPoint", "operating_point", "jsq_busy", "jsq_reach", "feedba
 class OperatingPoint:
     """Per-instance operating point of ``k`` pools at chosen sizes (arrays ``(k,)``).
 
-    step_s: mean step time ``tau``; mean_batch: ``b``; batch_cap: the admission limit;
-    per_seq_s: ``g_bar``, the mean step time one batch member adds; stable: ``lambda_i
-    E[g] < 1`` (else ``tau`` is infinite); kv_tokens: mean KV tokens in flight;
-    prefilling: mean sequences in prefill, ``lambda_i E[k] tau``.
+    step_s: mean step time ``tau``; mean_batch: ``b``, the time-average batch; batch_cap:
+    the admission limit; per_seq_s: ``g_bar``, the mean step time one batch member adds;
+    stable: ``lambda_i E[g] < 1`` (else ``tau`` is infinite); kv_tokens: mean KV tokens in
+    flight; prefilling: mean sequences in prefill, ``lambda_i E[k] tau``; step_batch:
+    ``b_step = lambda_i E[a] tau``, the batch of an average step (what a decoding sequence
+    meets); decode_s: ``d``, a decoding sequence's own share of its step (s).
     """
 
     step_s: np.ndarray
@@ -71,6 +78,8 @@ class OperatingPoint:
     stable: np.ndarray
     kv_tokens: np.ndarray
     prefilling: np.ndarray = 0.0
+    step_batch: np.ndarray = 0.0
+    decode_s: np.ndarray = 0.0
 
     @property
     def utilization(self) -> np.ndarray:
@@ -79,20 +88,20 @@ class OperatingPoint:
 
     @property
     def mean_tpot_s(self) -> np.ndarray:
-        """Mean time per output token: ``tau + g_bar`` (a sequence sees itself in its step)."""
-        return self.step_s + self.per_seq_s
+        """Mean time per output token: ``tau + d`` (a sequence sees itself in its step)."""
+        return self.step_s + self.decode_s
 
 
 def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
                     kv_token_iterations, max_batch, kv_capacity_tokens,
-                    mean_chunks=0.0) -> OperatingPoint:
+                    mean_chunks=0.0, *, decode_cost_s) -> OperatingPoint:
     """The operating point of pools of ``instances`` instances (docs/engine.md §2).
 
     ``rate_rps``: the pool's arrival rate; ``w_s``: W; ``step_cost_s``: E[g];
     ``mean_iterations``: E[a]; ``kv_token_iterations``: E[kv] (KV tokens held, summed over
     a request's iterations); ``max_batch``: the engine's batch cap per instance;
-    ``kv_capacity_tokens``: its KV pool; ``mean_chunks``: E[k], prefill chunks per request.
-    All broadcast; JSQ dispatch spreads the rate evenly over the instances.
+    ``kv_capacity_tokens``: its KV pool; ``mean_chunks``: E[k], prefill chunks per request;
+    ``decode_cost_s``: ``d``, a decoding sequence's own cost per step. All broadcast; JSQ dispatch spreads the rate evenly over the instances.
     """
     n = np.asarray(instances, float)
     lam_i = np.asarray(rate_rps, float) / np.maximum(n, 1e-300)
@@ -101,14 +110,16 @@ def operating_point(rate_rps, instances, w_s, step_cost_s, mean_iterations,
     with np.errstate(divide="ignore", invalid="ignore"):
         tau = np.where(stable, np.asarray(w_s, float) / np.where(stable, 1.0 - x, 1.0), np.inf)
         ea = np.asarray(mean_iterations, float)
-        b = lam_i * ea * tau
+        b_step = lam_i * ea * tau
+        b = b_step + x  # unstable: b_step is infinite
         per_seq = np.asarray(step_cost_s, float) / np.maximum(ea, 1e-300)
         kv_per_seq = np.asarray(kv_token_iterations, float) / np.maximum(ea, 1e-300)
         cap_kv = np.floor(np.asarray(kv_capacity_tokens, float) / np.maximum(kv_per_seq, 1.0))
     cap = np.maximum(np.minimum(np.asarray(max_batch, float), cap_kv), 1.0)
     with np.errstate(invalid="ignore"):
         prefilling = np.where(stable, lam_i * np.asarray(mean_chunks, float) * tau, np.inf)
-    return OperatingPoint(tau, b, cap, per_seq, stable, b * kv_per_seq, prefilling)
+    return OperatingPoint(tau, b, cap, per_seq, stable, b * kv_per_seq, prefilling, b_step,
+                          np.broadcast_to(np.asarray(decode_cost_s, float), tau.shape))
 
 
 #: Prefill contention of a TTFT floor (docs/engine.md §2): the other prefilling sequences
@@ -264,28 +275,29 @@ def _poisson_pmf(n, mu: float):
     return np.exp(special.xlogy(n, mu) - special.gammaln(n + 1.0) - mu)
 
 
-def tpot_tail(t_s, w_s, per_seq_s, mean_batch, batch_cap):
-    """P(TPOT > t): ``W + g_bar (1 + N) > t`` with ``N ~ Poisson(b)`` capped at ``cap - 1``.
+def tpot_tail(t_s, w_s, decode_s, per_seq_s, step_batch, batch_cap):
+    """P(TPOT > t): ``W + d + g_bar N > t`` with ``N ~ Poisson(b_step)`` capped at ``cap -
+    1`` (docs/engine.md §2; ``decode_s`` = ``d``, ``step_batch`` = ``b_step``).
 
-    Broadcasts; ``mean_batch`` infinite (an unstable instance) gives 1.
+    Broadcasts; ``step_batch`` infinite (an unstable instance) gives 1.
     """
-    others = np.floor((np.asarray(t_s, float) - w_s) / np.maximum(per_seq_s, 1e-300) - 1.0
+    others = np.floor((np.asarray(t_s, float) - w_s - decode_s) / np.maximum(per_seq_s, 1e-300)
                       + 1e-9)
-    b = np.asarray(mean_batch, float)
+    b = np.asarray(step_batch, float)
     finite = np.isfinite(b)
     tail = np.where(finite, stats.poisson.sf(others, np.where(finite, b, 0.0)), 1.0)
     tail = np.where(others >= np.asarray(batch_cap, float) - 1.0, 0.0, tail)
     return np.where(others < 0, 1.0, tail)
 
 
-def _tpot_quantile_s(q: float, w_s, per_seq_s, mean_batch, batch_cap):
-    """The ``q`` quantile of TPOT (seconds, arrays): ``W + g_bar (1 + min(N_q, cap - 1))``."""
-    b = np.asarray(mean_batch, float)
+def _tpot_quantile_s(q: float, w_s, decode_s, per_seq_s, step_batch, batch_cap):
+    """The ``q`` quantile of TPOT (seconds, arrays): ``W + d + g_bar min(N_q, cap - 1)``."""
+    b = np.asarray(step_batch, float)
     finite = np.isfinite(b)
     pos = finite & (b > 0)
     nq = np.where(pos, _poisson_ppf(q, np.where(pos, b, 1.0)), np.where(finite, 0.0, np.inf))
     nq = np.minimum(nq, np.asarray(batch_cap, float) - 1.0)
-    return w_s + per_seq_s * (1.0 + nq)
+    return w_s + decode_s + per_seq_s * nq
 
 
 @dataclass(frozen=True)
@@ -294,7 +306,8 @@ class EngineQueue(Queue):
 
     The queue's servers are the pool's batch slots (instances x batch cap); its service
     time is ``a tau``. ``w_s``, ``per_seq_s``, ``mean_batch``, ``batch_cap``, ``step_s``:
-    the per-instance operating point (docs/engine.md §2); ``mean_iterations``: ``E[a]``.
+    the per-instance operating point (docs/engine.md §2); ``mean_iterations``: ``E[a]``;
+    ``decode_s``: ``d``; ``step_batch``: ``b_step``.
     """
 
     w_s: float = 0.0
@@ -303,22 +316,25 @@ class EngineQueue(Queue):
     batch_cap: float = 1.0
     step_s: float = 0.0
     mean_iterations: float = 1.0
+    decode_s: float = 0.0
+    step_batch: float = 0.0
 
     @property
     def mean_tpot_s(self) -> float:
-        return self.step_s + self.per_seq_s
+        return self.step_s + self.decode_s
 
     @property
     def hold_s(self) -> float:
-        """Mean seconds a request holds its batch slot at the operating point, ``E[a] (tau +
-        g_bar)``: the time scale of the pool's steady state (the simulator's warm-up and
+        """Mean seconds a request holds its batch slot at the operating point, ``E[a] tau +
+        E[g] = E[a] (tau + g_bar)``: the time scale of the pool's steady state (the simulator's warm-up and
         certification's run length), where ``mean_service_s``, the full batch's drain
         time that sets the wait, can be far longer."""
-        return self.mean_iterations * self.mean_tpot_s
+        return self.mean_iterations * (self.step_s + self.per_seq_s)
 
     def tpot_tail(self, t_s: float) -> float:
         """P(TPOT > t_s) for this queue's decoding sequences."""
-        return float(tpot_tail(t_s, self.w_s, self.per_seq_s, self.mean_batch, self.batch_cap))
+        return float(tpot_tail(t_s, self.w_s, self.decode_s, self.per_seq_s, self.step_batch,
+                               self.batch_cap))
 
 
 @dataclass(frozen=True)
@@ -331,7 +347,8 @@ class EnginePoolLoad(PoolLoad):
     overhead):
     ``w_s`` (W), ``step_cost_s`` (E[g]), ``mean_iterations`` (E[a]),
     ``kv_token_iterations`` (E[kv]), ``kv_capacity_tokens``, ``ttft_overhead_s``,
-    ``mean_chunks`` (E[k]), ``mean_chunk_s`` (``P_bar = H + p E[L_in] / E[k]``, the mean
+    ``mean_chunks`` (E[k]), ``decode_cost_s`` (``d``, a decoding sequence's own cost per
+    step), ``mean_chunk_s`` (``P_bar = H + p E[L_in] / E[k]``, the mean
     cost of a chunk: prefill charged pro rata), ``scheduler_steps`` (``M``, decode steps per
     scheduler call: a prompt joins a busy instance at the end of a group).
     The floor grid's prefill chunks, own prefill cost and added latency (``floor_chunks``,
@@ -349,6 +366,7 @@ class EnginePoolLoad(PoolLoad):
     mean_chunk_s: np.ndarray = None
     scheduler_steps: np.ndarray = None
     chunk_disp: np.ndarray = None
+    decode_cost_s: np.ndarray = None
 
     load_dependent = True
 
@@ -357,7 +375,8 @@ class EnginePoolLoad(PoolLoad):
         for f in fields(EnginePoolLoad):
             if f.name in ("w_s", "step_cost_s", "mean_iterations", "kv_token_iterations",
                           "kv_capacity_tokens", "ttft_overhead_s",
-                          "mean_chunks", "mean_chunk_s", "scheduler_steps", "chunk_disp"):
+                          "mean_chunks", "mean_chunk_s", "scheduler_steps", "chunk_disp",
+                          "decode_cost_s"):
                 v = np.broadcast_to(np.asarray(getattr(self, f.name), float),
                                     self.rate_rps.shape).copy()
                 object.__setattr__(self, f.name, v)
@@ -393,7 +412,8 @@ class EnginePoolLoad(PoolLoad):
         return operating_point(self.rate_rps[idx], instances, self.w_s[idx],
                                self.step_cost_s[idx], self.mean_iterations[idx],
                                self.kv_token_iterations[idx], self.slots_per_instance[idx],
-                               self.kv_capacity_tokens[idx], self.mean_chunks[idx])
+                               self.kv_capacity_tokens[idx], self.mean_chunks[idx],
+                               decode_cost_s=self.decode_cost_s[idx])
 
     def lower_bound_instances(self, idx: np.ndarray, rho_max: float) -> np.ndarray:
         """``n > lambda E[g]`` (stability) and ``lambda E[a] W / (n cap) <= rho_max`` (the
@@ -454,8 +474,8 @@ class EnginePoolLoad(PoolLoad):
         if self.tpot_slo_s is None:
             return np.zeros(idx.shape, dtype=bool)
         op = self.point(idx, instances)
-        tq = _tpot_quantile_s(self.tpot_q, self.w_s[idx], op.per_seq_s, op.mean_batch,
-                              op.batch_cap)
+        tq = _tpot_quantile_s(self.tpot_q, self.w_s[idx], op.decode_s, op.per_seq_s,
+                              op.step_batch, op.batch_cap)
         return ~op.stable | (tq > self.tpot_slo_s)
 
     def extra_unservable(self, idx) -> np.ndarray:
@@ -466,11 +486,10 @@ class EnginePoolLoad(PoolLoad):
         return self.alone_tpot_s(idx) > self.tpot_slo_s
 
     def alone_tpot_s(self, idx) -> np.ndarray:
-        """TPOT of a sequence decoding alone (a batch of one): ``W + g_bar``, seconds; no
-        size of the pool gives a lower TPOT."""
+        """TPOT of a sequence decoding alone (a batch of one): ``W + d``, seconds; no size
+        of the pool gives a lower TPOT."""
         idx = np.asarray(idx)
-        return self.w_s[idx] + self.step_cost_s[idx] / np.maximum(self.mean_iterations[idx],
-                                                                  1e-300)
+        return self.w_s[idx] + self.decode_cost_s[idx]
 
     def queue(self, i: int, instances: int, share: float = 1.0) -> EngineQueue:
         src = self.scaled(share) if share != 1.0 else self
@@ -485,7 +504,8 @@ class EnginePoolLoad(PoolLoad):
             floor_s=b.floor_s[0][keep], floor_prob=fp[keep], w_s=float(self.w_s[i]),
             per_seq_s=float(op.per_seq_s[0]), mean_batch=float(op.mean_batch[0]),
             batch_cap=float(op.batch_cap[0]), step_s=float(op.step_s[0]),
-            mean_iterations=float(self.mean_iterations[i]))
+            mean_iterations=float(self.mean_iterations[i]), decode_s=float(op.decode_s[0]),
+            step_batch=float(op.step_batch[0]))
 
 
 @dataclass(frozen=True)
@@ -528,13 +548,17 @@ class EngineServiceModel:
         own = (table.floor_chunks * prof.h_ms + table.floor_tokens * prof.prefill_ms_per_token
                ) * 1e-3
         grid = table.floor_chunks * w + own + table.floor_added_s + over
+        # A decoding sequence's own cost per step, averaged over its decode steps and over
+        # requests: s + (H / C_cal) (L_in + (L_out + 1) / 2) (the j-th token reads L_in + j).
+        decode = (prof.seq_ms + prof.h_ms / prof.calib_tokens * (lin1 + (a1 - k1 + 1.0) / 2.0)
+                  ) * 1e-3
         load = EnginePoolLoad(
             rate_rps=np.where(live, rate_rps * mass, 0.0), mean_service_s=a1 * w, cs2=cs2,
             slots_per_instance=np.full(mass.shape, prof.engine_max_batch),
             floor_s=grid, floor_prob=fp, w_s=w, step_cost_s=g1, mean_iterations=a1,
             kv_token_iterations=kv1, kv_capacity_tokens=float(prof.kv_capacity_tokens),
             ttft_overhead_s=over, mean_chunks=k1, mean_chunk_s=mean_chunk,
-            scheduler_steps=float(prof.scheduler_steps), chunk_disp=disp)
+            scheduler_steps=float(prof.scheduler_steps), chunk_disp=disp, decode_cost_s=decode)
         return load.with_grid(table.floor_chunks, own, table.floor_added_s)
 
 
@@ -574,18 +598,18 @@ def tpot_figures(queues: list[EngineQueue], shares: list[float], percentile: flo
         inf = float("inf")
         return TpotFigures(inf, inf, inf, inf, inf, 1.0)
 
-    # The mixture's TPOT is discrete: W + g_bar (1 + n) with Poisson weights, the last
+    # The mixture's TPOT is discrete: W + d + g_bar n with Poisson weights, the last
     # value (a full batch) taking the rest of the tail.
     vals, wts = [], []
     for w, x in live:
-        if x.mean_batch > 0:
-            top = min(x.batch_cap - 1.0, float(_poisson_ppf(1.0 - 1e-12, x.mean_batch)))
+        if x.step_batch > 0:
+            top = min(x.batch_cap - 1.0, float(_poisson_ppf(1.0 - 1e-12, x.step_batch)))
             n = np.arange(int(max(top, 0.0)) + 1)
-            pmf = _poisson_pmf(n, x.mean_batch)
-            pmf[-1] += special.pdtrc(n[-1], x.mean_batch)
+            pmf = _poisson_pmf(n, x.step_batch)
+            pmf[-1] += special.pdtrc(n[-1], x.step_batch)
         else:  # an idle queue: no other sequence in the step
             n, pmf = np.zeros(1), np.ones(1)
-        vals.append(x.w_s + x.per_seq_s * (1.0 + n))
+        vals.append(x.w_s + x.decode_s + x.per_seq_s * n)
         wts.append(w * pmf)
     v, p = np.concatenate(vals), np.concatenate(wts)
     order = np.argsort(v, kind="stable")

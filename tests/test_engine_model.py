@@ -30,33 +30,40 @@ def prof(cat):
 
 
 def test_operating_point_solves_littles_law_exactly():
-    # W = 10 ms, E[g] = 50 ms, E[a] = 100 iterations, 4 req/s on 1 instance: x = 0.2.
-    op = operating_point(4.0, 1, 0.010, 0.050, 100.0, 100.0 * 500, 256, 1e6)
+    # W = 10 ms, E[g] = 50 ms, E[a] = 100 iterations, 4 req/s on 1 instance: x = 0.2;
+    # a decoding sequence's own cost 0.3 ms per step.
+    op = operating_point(4.0, 1, 0.010, 0.050, 100.0, 100.0 * 500, 256, 1e6,
+                         decode_cost_s=0.0003)
     assert op.step_s == pytest.approx(0.010 / 0.8)
-    assert op.mean_batch == pytest.approx(4.0 * 100 * 0.0125)
+    # The batch of an average step, and the time-average batch: a request holds its slot
+    # for its 100 steps of 12.5 ms plus its own 50 ms, 1.3 s, at 4 req/s.
+    assert op.step_batch == pytest.approx(4.0 * 100 * 0.0125)
+    assert op.mean_batch == pytest.approx(4.0 * (100 * 0.0125 + 0.050))
     assert op.per_seq_s == pytest.approx(0.050 / 100)
-    assert op.mean_tpot_s == pytest.approx(0.0125 + 0.0005)
-    # The fixed point: the step is W plus what the batch adds.
-    assert op.step_s == pytest.approx(0.010 + op.mean_batch * op.per_seq_s)
+    assert op.mean_tpot_s == pytest.approx(0.0125 + 0.0003)
+    # The fixed point: the step is W plus what the average step's batch adds.
+    assert op.step_s == pytest.approx(0.010 + op.step_batch * op.per_seq_s)
     # KV admission: 1e6 tokens / 500 tokens per live sequence = 2000 > 256: the cap binds.
     assert op.batch_cap == 256
-    assert operating_point(4.0, 1, 0.010, 0.050, 100.0, 100.0 * 500, 256, 50_000).batch_cap == 100
+    assert operating_point(4.0, 1, 0.010, 0.050, 100.0, 100.0 * 500, 256, 50_000,
+                           decode_cost_s=0.0).batch_cap == 100
     # Unstable at lambda E[g] >= 1; two instances halve the load each.
-    assert not operating_point(20.0, 1, 0.010, 0.050, 100.0, 1.0, 256, 1e6).stable
-    two = operating_point(20.0, 2, 0.010, 0.050, 100.0, 1.0, 256, 1e6)
+    assert not operating_point(20.0, 1, 0.010, 0.050, 100.0, 1.0, 256, 1e6,
+                               decode_cost_s=0.0).stable
+    two = operating_point(20.0, 2, 0.010, 0.050, 100.0, 1.0, 256, 1e6, decode_cost_s=0.0)
     assert two.stable and two.step_s == pytest.approx(0.010 / 0.5)
 
 
 def test_tpot_tail_is_poisson_in_the_batch():
     from scipy import stats
 
-    w, g, b = 0.010, 0.001, 7.3
-    # TPOT > W + g (1 + k) + eps  <=>  N > k
+    w, d, g, b = 0.010, 0.0004, 0.001, 7.3
+    # TPOT > W + d + g k + eps  <=>  N > k
     for k in (0, 3, 7, 12):
-        t = w + g * (1 + k) + 1e-7
-        assert tpot_tail(t, w, g, b, 1000) == pytest.approx(stats.poisson.sf(k, b))
-    assert tpot_tail(w + g * 0.5, w, g, b, 1000) == 1.0
-    assert tpot_tail(w + g * 10 + 1e-7, w, g, b, 10) == 0.0  # the batch cannot exceed 10
+        t = w + d + g * k + 1e-7
+        assert tpot_tail(t, w, d, g, b, 1000) == pytest.approx(stats.poisson.sf(k, b))
+    assert tpot_tail(w + d * 0.5, w, d, g, b, 1000) == 1.0
+    assert tpot_tail(w + d + g * 9 + 1e-7, w, d, g, b, 10) == 0.0  # the batch cannot exceed 10
 
 
 def test_engine_sums_match_the_requests(prof):

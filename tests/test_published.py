@@ -115,7 +115,7 @@ def test_rescaled_workload_hits_the_run_means():
 
 
 def test_engine_model_tpot_is_the_pro_rata_closed_form(runs, catalog):
-    # evaluate's mean TPOT on one instance is tau + g_bar with prefill charged pro rata;
+    # evaluate's mean TPOT on one instance is tau + d with prefill charged pro rata;
     # whole chunks (the model before 2026-12-02) give a far slower step at 8 req/s.
     run = runs["sglang-vllm060-h100-70b-tp4-rps8"]
     prof = catalog[run.profile]
