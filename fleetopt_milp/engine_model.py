@@ -331,6 +331,15 @@ class EngineQueue(Queue):
         time that sets the wait, can be far longer."""
         return self.mean_iterations * (self.step_s + self.per_seq_s)
 
+    @property
+    def relaxation_s(self) -> float:
+        """The time constant of the batch's approach to its operating point, seconds:
+        ``E[a] tau^2 / W = E[a] tau / (1 - lambda_i E[g])`` (docs/engine.md §2: the batch
+        ``b`` drains at ``b / (E[a] (W + g_bar b))``, which grows ever slower in ``b``, so
+        a perturbation decays ``tau / W`` times slower than a request's steps last). The
+        simulator's warm-up scale."""
+        return self.mean_iterations * self.step_s ** 2 / max(self.w_s, 1e-300)
+
     def tpot_tail(self, t_s: float) -> float:
         """P(TPOT > t_s) for this queue's decoding sequences."""
         return float(tpot_tail(t_s, self.w_s, self.decode_s, self.per_seq_s, self.step_batch,

@@ -49,6 +49,13 @@ def _hold_s(x: Queue) -> float:
     return getattr(x, "hold_s", x.mean_service_s)
 
 
+def _relaxation_s(x: Queue) -> float:
+    """Seconds for an empty allocation's occupancy to settle: its hold time (:func:`_hold_s`),
+    or an engine queue's relaxation time
+    (:attr:`fleetopt_milp.engine_model.EngineQueue.relaxation_s`, docs/engine.md §2)."""
+    return getattr(x, "relaxation_s", _hold_s(x))
+
+
 def _group(queues: list[Queue], fleet: FleetSpec) -> Analytical:
     """Analytical figures of a group of allocations (rate-weighted mixture of their queues)."""
     mix = QueueMix.by_rate(queues)
@@ -71,8 +78,9 @@ def _warmup_s(queues: list[Queue]) -> float:
     """Automatic warm-up time: 3 x the longest mean residual service time
     ``E[S^2] / (2 E[S]) = E[S] (1 + cs2) / 2`` of the allocations with traffic, the time an
     empty M/G/c needs to fill its slots to their steady occupancy (``E[S]``: the time a
-    request holds its slot, :func:`_hold_s`)."""
-    return 3.0 * max((_hold_s(x) * (1.0 + x.cs2) / 2.0 for x in queues
+    request holds its slot, stretched for an engine queue to its relaxation time,
+    :func:`_relaxation_s`)."""
+    return 3.0 * max((_relaxation_s(x) * (1.0 + x.cs2) / 2.0 for x in queues
                       if x.rate_rps > 0), default=0.0)
 
 

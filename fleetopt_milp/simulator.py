@@ -40,7 +40,8 @@ Compress-and-Route) then a random split among a pool's allocations by ``load_sha
 
 Measurement: the first ``warmup_fraction`` of requests (arrival order), or those arriving
 in the first ``warmup_s`` seconds if more (by default 3 mean residual service times
-``E[S^2] / (2 E[S])`` of the slowest allocation), are discarded; the measurement window
+``E[S^2] / (2 E[S])`` of the slowest allocation; an engine allocation's ``E[S]`` is its
+batch's relaxation time, the hold time times ``tau / W``, docs/engine.md §2), are discarded; the measurement window
 runs from the first measured arrival to the last arrival and the fleet
 then drains, so every measured request completes. Utilization = busy slot-seconds inside
 the window / (slots x window length); pools and the fleet average their allocations'

@@ -363,4 +363,27 @@ def test_engine_queue_steady_state_time_scale_is_its_batch_time():
                     per_seq_s=0.001, mean_batch=50.0, batch_cap=3000.0, step_s=0.02,
                     mean_iterations=100.0)
     assert q.hold_s == pytest.approx(2.1, rel=1e-12)
-    assert _warmup_s([q]) == pytest.approx(3.0 * 2.1 * 1.5 / 2.0, rel=1e-12)
+    # The batch settles slower than that: tau / W = 2 times E[a] tau = 4 s (below).
+    assert _warmup_s([q]) == pytest.approx(3.0 * 4.0 * 1.5 / 2.0, rel=1e-12)
+
+
+def test_engine_queue_relaxation_time_is_the_fluid_batchs_decay():
+    # Fluid batch: db/dt = lambda_i - b / (E[a] (W + g_bar b)). At W = 10 ms, g_bar = 1 ms,
+    # E[a] = 100 and lambda_i = 5 req/s (lambda_i E[g] = 0.5, tau = 20 ms) it rests at
+    # b = 10; a small perturbation decays at the derivative's rate, 1 / relaxation_s.
+    from fleetopt_milp.engine_model import EngineQueue
+
+    w, g, ea, lam = 0.010, 0.001, 100.0, 5.0
+    tau = w / (1.0 - lam * ea * g)
+    q = EngineQueue(servers=256, offered_load=10.0, mean_service_s=1.0, cs2=0.5,
+                    floor_s=np.array([0.1]), floor_prob=np.array([1.0]), w_s=w, per_seq_s=g,
+                    mean_batch=10.0, batch_cap=256.0, step_s=tau, mean_iterations=ea)
+
+    def drift(b):
+        return lam - b / (ea * (w + g * b))
+
+    assert drift(lam * ea * tau) == pytest.approx(0.0, abs=1e-12)
+    h = 1e-6
+    rate = -(drift(10.0 + h) - drift(10.0 - h)) / (2 * h)
+    assert 1.0 / rate == pytest.approx(q.relaxation_s, rel=1e-6)
+    assert q.relaxation_s == pytest.approx(4.0, rel=1e-12)  # twice E[a] tau = 2 s
