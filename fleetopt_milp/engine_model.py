@@ -326,9 +326,9 @@ class EngineQueue(Queue):
     @property
     def hold_s(self) -> float:
         """Mean seconds a request holds its batch slot at the operating point, ``E[a] tau +
-        E[g] = E[a] (tau + g_bar)``: the time scale of the pool's steady state (the simulator's warm-up and
-        certification's run length), where ``mean_service_s``, the full batch's drain
-        time that sets the wait, can be far longer."""
+        E[g] = E[a] (tau + g_bar)``: the time scale of certification's run length (the
+        simulator's warm-up takes :attr:`relaxation_s`), where ``mean_service_s``, the full
+        batch's drain time that sets the wait, can be far longer."""
         return self.mean_iterations * (self.step_s + self.per_seq_s)
 
     @property
