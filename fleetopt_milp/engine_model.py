@@ -467,15 +467,58 @@ class EnginePoolLoad(PoolLoad):
     def compiled_search(self, idx, slo_s: float, q: float, rho_max: float,
                         paper_rule: bool, pairs=None, preset=None) -> np.ndarray | None:
         """The compiled sizing (:mod:`fleetopt_milp._engine_sizing`) once the compiled
-        kernels are loaded and without a TPOT SLO, else ``None`` (the numpy search); with
-        ``pairs``, its branch and bound over the planner's candidates
-        (:func:`~fleetopt_milp._engine_sizing.cheapest_pairs`)."""
+        kernels are loaded, else ``None`` (the numpy search); with ``pairs`` and without a
+        TPOT SLO, its branch and bound over the planner's candidates
+        (:func:`~fleetopt_milp._engine_sizing.cheapest_pairs`). With a TPOT SLO, the larger
+        of the compiled TTFT sizing and :meth:`tpot_min_instances`: each test passes from
+        its own threshold on (a larger pool has a smaller batch, shorter steps and less
+        contention), so both pass from the larger one on."""
         kernel = sys.modules.get(f"{__package__}._engine_sizing")
-        if kernel is None or self.tpot_slo_s is not None:
+        if kernel is None:
             return None
+        if self.tpot_slo_s is not None:
+            if pairs is not None:
+                return None  # size every candidate (below)
+            return np.maximum(kernel.min_instances(self, idx, slo_s, q, rho_max, paper_rule),
+                              self.tpot_min_instances(idx))
         if pairs is not None:
             return kernel.cheapest_pairs(self, preset, slo_s, q, rho_max, paper_rule, pairs)
         return kernel.min_instances(self, idx, slo_s, q, rho_max, paper_rule)
+
+    def tpot_min_instances(self, idx) -> np.ndarray:
+        """The fewest instances at which candidates ``idx`` (servable:
+        :meth:`extra_unservable` false) meet the TPOT SLO alone (:meth:`extra_fails`); 1
+        without a TPOT SLO (docs/engine.md §2).
+
+        In closed form: the SLO allows ``m = floor((X - W - d) / g_bar)`` others in a step,
+        met at the ``q`` quantile while ``P(Poisson(b_step) <= m) >= q``, that is ``b_step
+        <= mu*`` with ``pdtr(m, mu*) = q``; and ``b_step = lambda E[a] W / (n - lambda
+        E[g])`` at ``n`` instances, so ``n >= lambda E[g] + lambda E[a] W / mu*`` (and
+        ``n > lambda E[g]``, stability; only that where ``m`` reaches the batch cap). The
+        count is then moved by whole instances until :meth:`extra_fails` agrees (rounding)."""
+        idx = np.asarray(idx)
+        out = np.ones(idx.shape, dtype=np.int64)
+        if self.tpot_slo_s is None or idx.size == 0:
+            return out
+        lam, g, ea, w = (self.rate_rps[idx], self.step_cost_s[idx], self.mean_iterations[idx],
+                         self.w_s[idx])
+        cap = self.point(idx, np.ones(idx.size)).batch_cap
+        per_seq = g / np.maximum(ea, 1e-300)
+        m = np.floor((self.tpot_slo_s - w - self.decode_cost_s[idx]) / np.maximum(per_seq, 1e-300)
+                     + 1e-9)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mu = special.pdtri(np.maximum(m, 0.0), self.tpot_q)
+            need = np.where(m >= cap - 1.0, 0.0, lam * ea * w / mu)
+        n = np.maximum(np.floor(lam * g) + 1.0, np.ceil((lam * g + need) * (1.0 - 1e-12)))
+        out = np.maximum(n, 1.0).astype(np.int64)
+        for _ in range(8):  # rounding: a step or two either way
+            up = self.extra_fails(idx, out)
+            down = ~up & (out > 1)
+            down[down] = ~self.extra_fails(idx[down], out[down] - 1)
+            if not (np.any(up) or np.any(down)):
+                return out
+            out = out + up - down
+        raise AssertionError("tpot_min_instances: the closed form is off by more than 8")
 
     def extra_fails(self, idx, instances) -> np.ndarray:
         """Sizes at which the TPOT SLO fails (none without a TPOT SLO)."""

@@ -37,14 +37,35 @@ def test_compiled_counts_equal_numpy_path_on_every_candidate(profile, workload, 
     assert np.count_nonzero(counts > 1) > 100
 
 
-def test_tpot_slo_takes_the_numpy_path():
-    sc = Scenario(load_workload("azure-2023"), resolve_profile(CAT, "H100-Llama-3-70B-tp8-vllm"),
-                  1000.0, 500.0, service_model="engine", tpot_ms=40.0)
+@pytest.mark.parametrize("workload,rate,tpot_ms", [
+    ("azure-2023", 1000.0, 40.0),   # the TTFT SLO sizes most pools
+    ("azure-2023", 1000.0, 20.0),   # the TPOT SLO sizes most pools
+    ("lmsys", 2000.0, 25.0),
+    ("mooncake-conversation", 100.0, 15.0),
+])
+def test_tpot_slo_compiled_counts_equal_the_numpy_path(workload, rate, tpot_ms):
+    # With a TPOT SLO the compiled sizing is the larger of the compiled TTFT count and the
+    # TPOT count: the numpy search over the union of both tests gives the same counts.
+    sc = Scenario(load_workload(workload), resolve_profile(CAT, "H100-Llama-3-70B-tp8-vllm"),
+                  rate, 2000.0 if workload == "mooncake-conversation" else 500.0,
+                  service_model="engine", tpot_ms=tpot_ms)
     tables = PlanningTables(sc)
     load, counts = _size_rows(tables, tables.rows)
-    assert load.compiled_search(np.array([0]), 0.5, 0.99, sc.rho_max, False) is None
-    ref = min_instances(load, 0.5, 99.0, sc.rho_max, use_kernel=False)
+    busy = np.flatnonzero(counts > 0)
+    assert load.compiled_search(busy[:1], sc.slo_ms * 1e-3, 0.99, sc.rho_max,
+                                False) is not None  # the compiled path ran
+    ref = min_instances(load, sc.slo_ms * 1e-3, 99.0, sc.rho_max, use_kernel=False)
     np.testing.assert_array_equal(counts, ref)
+    # Both SLOs size some pools: the TPOT count is above the TTFT one on some rows.
+    tpot_only = load.tpot_min_instances(busy)
+    no_tpot = min_instances(load.with_tpot_slo(None), sc.slo_ms * 1e-3, 99.0, sc.rho_max,
+                            use_kernel=False)[busy]
+    assert np.array_equal(counts[busy], np.maximum(tpot_only, no_tpot))
+    assert np.any(tpot_only > no_tpot)
+    # The closed form is the threshold: the TPOT SLO holds there and fails one below.
+    assert not np.any(load.extra_fails(busy, tpot_only))
+    lower = tpot_only > 1
+    assert np.all(load.extra_fails(busy[lower], tpot_only[lower] - 1))
 
 
 def test_import_does_not_load_the_engine_kernel():
