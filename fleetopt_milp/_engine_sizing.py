@@ -155,6 +155,8 @@ def _passes(n, cols, rate, w, g, ea, kv, maxb, kvcap, k1, fown, mchunk, over, ms
     a = nf * b
     if c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12):
         return False
+    if lam_i * (ea * w / cap + g) > rho_max * (1 + 1e-12):  # the saturation share
+        return False
     _floors(nf, tau, b, lam_i * k1 * tau, cols, k1, fown, mchunk, over, msteps, ecv, fchunks,
             fadded, fp_row, levels, level_steps, levels_z, none_above, level_w, fs, fp, -1)
     fixed, mean_floor = floor_stats(fs, fp, slo_s)
@@ -288,12 +290,12 @@ _NONE = np.int64(1) << np.int64(62)
 def _stable_bound(r, rate, w, g, ea, kv, maxb, kvcap, rho_max):
     """``(bound, cap)``: the lower bound of :meth:`EnginePoolLoad.lower_bound_instances
     <fleetopt_milp.engine_model.EnginePoolLoad.lower_bound_instances>` (stability, and the
-    cap at steps of W) of row ``r``, and its batch cap."""
+    saturation share's exact threshold) of row ``r``, and its batch cap."""
     lam = rate[r]
     stab = int(math.floor(lam * g[r] + 1e-12)) + 1
     kv_per_seq = kv[r] / max(ea[r], 1e-300)
     cap = max(min(maxb[r], math.floor(kvcap[r] / max(kv_per_seq, 1.0))), 1.0)
-    util = int(math.ceil(lam * ea[r] * w[r] / (cap * rho_max) - 1e-12))
+    util = int(math.ceil(lam * (ea[r] * w[r] / cap + g[r]) / rho_max - 1e-12))
     return max(max(stab, util), 1), cap
 
 
@@ -328,7 +330,8 @@ def _cap_ok(n, rate, w, g, ea, cap, rho_max):
     b = lam_i * ea * tau + x
     c = nf * cap
     a = nf * b
-    return not (c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12))
+    return not (c <= a or a / max(c, 1e-300) > rho_max * (1 + 1e-12)
+                or lam_i * (ea * w / cap + g) > rho_max * (1 + 1e-12))
 
 
 @njit(cache=True)

@@ -173,6 +173,12 @@ class PoolLoad:
         cheapest candidates do not need, or ``None``."""
         return None
 
+    def saturation_share(self, idx, instances) -> np.ndarray:
+        """The share of an instance's saturation throughput the rate takes at these sizes,
+        held to ``rho_max`` like the utilization (a load-dependent model's own, where
+        the two differ: :mod:`~fleetopt_milp.engine_model`); 0 here."""
+        return np.zeros(np.shape(idx))
+
     def extra_fails(self, idx, instances) -> np.ndarray:
         """Sizes at which an SLO beyond TTFT fails (a service model's own, e.g. TPOT in
         :mod:`~fleetopt_milp.engine_model`); none here."""

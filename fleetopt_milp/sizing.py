@@ -98,6 +98,7 @@ def _fails(load: PoolLoad, idx: np.ndarray, n_inst: np.ndarray, slo_s: float, q:
     bad = slo_excess(b, slo_s, q, paper_rule) > 0
     if load.load_dependent:  # the cap moves with the size: test it at every size
         bad |= (b.servers <= b.offered_load) | (b.utilization > rho_max * (1 + 1e-12))
+        bad |= load.saturation_share(idx, n_inst) > rho_max * (1 + 1e-12)
         bad |= load.extra_fails(idx, n_inst)
     return bad
 

@@ -387,3 +387,39 @@ def test_engine_queue_relaxation_time_is_the_fluid_batchs_decay():
     rate = -(drift(10.0 + h) - drift(10.0 - h)) / (2 * h)
     assert 1.0 / rate == pytest.approx(q.relaxation_s, rel=1e-6)
     assert q.relaxation_s == pytest.approx(4.0, rel=1e-12)  # twice E[a] tau = 2 s
+
+
+def test_saturation_share_is_the_rate_over_a_full_batchs_throughput():
+    # W = 10 ms, E[g] = 50 ms, E[a] = 100, cap 256, 4 req/s: a full batch steps in W +
+    # cap g_bar = 10 + 256 x 0.5 = 138 ms and completes 256 / (100 x 0.138) req/s.
+    op = operating_point(4.0, 1, 0.010, 0.050, 100.0, 100.0 * 500, 256, 1e6,
+                         decode_cost_s=0.0)
+    full_rps = 256 / (100 * (0.010 + 256 * 0.0005))
+    assert op.saturation_share == pytest.approx(4.0 / full_rps, rel=1e-12)
+    # It is never below the batch of an average step over the cap (a full batch's step is
+    # the longest), and far above it near the knee.
+    assert op.saturation_share >= op.step_batch / op.batch_cap
+
+
+def test_a_pool_near_the_knee_is_sized_on_its_saturation_share(cat):
+    # paper-H100 on lmsys at 200 req/s: 4 instances run at a batch occupancy of 0.78 but
+    # take 0.97 of a full batch's throughput (the engine simulation jams at the cap in half
+    # its runs); the sizing holds the share to rho_max = 0.85 and plans 5.
+    from fleetopt_milp import Scenario, load_workload, plan
+
+    sc = Scenario(load_workload("lmsys"), cat.profile("paper-H100"), 200.0, 500.0,
+                  service_model="engine")
+    p = plan(sc)
+    assert [pool.instances for pool in p.pools] == [5]
+    # The share at 4 and 5 instances, from the pool's own load.
+    from fleetopt_milp.demand import MomentTable
+
+    table = MomentTable(sc.workload, sc.profile, np.array([], dtype=np.int64),
+                        np.array([1.0]), sc.long_context_tokens, 0.0)
+    whole = np.array([sc.long_context_tokens])
+    load = ENGINE.pool_load(table.plain(np.array([0]), whole, whole), table,
+                            sc.long_context_tokens, sc.rate_rps)
+    share = load.saturation_share(np.array([0]), np.array([4.0, 5.0]))
+    assert share[0] == pytest.approx(0.97, abs=0.01)
+    assert share[1] == pytest.approx(share[0] * 4 / 5, rel=1e-12)
+    assert load.point(np.array([0]), np.array([4.0])).utilization[0] < 0.85

@@ -300,10 +300,10 @@ def _engine_fluid_counts(problem: FleetProblem, graph: CandidateGraph, idx: np.n
     """``(a, t)`` lower bounds on the instances of arcs ``idx`` under the engine service
     model (docs/engine.md §2, docs/milp.md §6); inf where ``t`` cannot serve.
 
-    An instance at rate ``lambda_i = lambda / n`` runs steps of ``tau = W / (1 - lambda_i
-    E[g])`` with a batch ``b = lambda_i E[a] tau``; the sizing needs ``b <= rho_max cap``
-    with ``cap <=`` the engine's batch cap (``engine_max_batch``), which is ``n >= lambda
-    (E[a] W / (rho_max cap_max) + E[g])``.
+    An instance at rate ``lambda_i = lambda / n`` takes a share ``lambda_i (E[a] W / cap +
+    E[g])`` of its saturation throughput, which the sizing holds to ``rho_max``, with ``cap
+    <=`` the engine's batch cap (``engine_max_batch``): ``n >= lambda (E[a] W / cap_max +
+    E[g]) / rho_max``.
     ``lambda E[a]`` and ``lambda E[g]`` are sums over the pool's requests of non-negative
     per-request terms, bounded below as in :func:`fluid_counts`: the band compressed down
     out of the pool is bounded by all requests of the band. TTFT and TPOT SLOs only add
@@ -333,7 +333,7 @@ def _engine_fluid_counts(problem: FleetProblem, graph: CandidateGraph, idx: np.n
             iters[into] += pc * np.asarray(bc.iters, float)
             cost[into] += pc * np.asarray(bc.step_cost_s, float)
         slots = float(max(prof.engine_max_batch, 1))
-        per = iters * prof.w_ms * 1e-3 / (s.rho_max * slots) + cost
+        per = (iters * prof.w_ms * 1e-3 / slots + cost) / s.rho_max
         out[rows, t] = s.rate_rps * np.maximum(per, 0.0)
     return out
 
